@@ -1,0 +1,37 @@
+# Two commands do all set-up: `make serve` and `make test`. Both create .venv when missing.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+# CPU-only machines get the CPU build of torch; set TORCH_SPEC to install another (see README).
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.installed
+
+.PHONY: serve test lint bench env clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	@if $(PY) -c "import torch" 2>/dev/null; then echo "torch already installed"; \
+	else $(PIP) install --quiet "$(TORCH_SPEC)"; fi
+	# spandrel and open_clip are installed without their torchvision dependency: there is no CPU
+	# build of torchvision, and diffusiond only reads open_clip's vocabulary file.
+	$(PIP) install --quiet --no-deps spandrel==0.4.2 open_clip_torch==3.3.0
+	$(PIP) install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+env: $(STAMP)
+
+serve: $(STAMP)
+	$(VENV)/bin/diffusiond serve
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/mypy
+	$(VENV)/bin/pytest -q
+
+bench: $(STAMP)
+	$(PY) -m bench.run_all
+
+clean:
+	rm -rf $(VENV) .diffusiond

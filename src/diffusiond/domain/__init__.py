@@ -1,0 +1,1 @@
+"""Pure-Python core types: no FastAPI, SQLAlchemy or torch here."""

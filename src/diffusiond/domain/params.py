@@ -1,0 +1,184 @@
+"""Generation parameters shared by every dialect.
+
+Dialects translate their wire formats into these frozen dataclasses; the engine reads only these.
+Sampler names use the Stability v1 vocabulary as the canonical one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+
+class Sampler(str, Enum):
+    DDIM = "DDIM"
+    DDPM = "DDPM"
+    K_DPMPP_2M = "K_DPMPP_2M"
+    K_DPMPP_2S_ANCESTRAL = "K_DPMPP_2S_ANCESTRAL"
+    K_DPMPP_SDE = "K_DPMPP_SDE"
+    K_DPM_2 = "K_DPM_2"
+    K_DPM_2_ANCESTRAL = "K_DPM_2_ANCESTRAL"
+    K_EULER = "K_EULER"
+    K_EULER_ANCESTRAL = "K_EULER_ANCESTRAL"
+    K_HEUN = "K_HEUN"
+    K_LMS = "K_LMS"
+    UNIPC = "UNIPC"
+    PNDM = "PNDM"
+
+
+class Schedule(str, Enum):
+    """Noise schedule (sigma spacing) applied on top of a sampler."""
+
+    DEFAULT = "default"
+    KARRAS = "karras"
+    EXPONENTIAL = "exponential"
+
+
+class MaskSource(str, Enum):
+    """Where an inpainting mask comes from (Stability v1 vocabulary)."""
+
+    MASK_IMAGE_WHITE = "MASK_IMAGE_WHITE"  # white pixels are repainted
+    MASK_IMAGE_BLACK = "MASK_IMAGE_BLACK"  # black pixels are repainted
+    INIT_IMAGE_ALPHA = "INIT_IMAGE_ALPHA"  # transparent pixels of the init image are repainted
+
+
+class InpaintFill(str, Enum):
+    """What goes under the mask before denoising (A1111 'inpainting fill')."""
+
+    ORIGINAL = "original"
+    FILL = "fill"
+    LATENT_NOISE = "latent_noise"
+    LATENT_NOTHING = "latent_nothing"
+
+
+@dataclass(frozen=True)
+class WeightedPrompt:
+    text: str
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class LoraRef:
+    model_id: str
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class EmbeddingRef:
+    model_id: str
+    token: str | None = None  # the word that triggers it; defaults to the model id
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """An input image stored as a blob (an uploaded resource or an earlier artifact)."""
+
+    blob_key: str
+
+
+@dataclass(frozen=True)
+class Diffusion:
+    """One denoising run's settings: what every stage that diffuses shares."""
+
+    model: str
+    prompts: tuple[WeightedPrompt, ...]
+    negative_prompts: tuple[WeightedPrompt, ...] = ()
+    width: int = 512
+    height: int = 512
+    steps: int = 30
+    cfg_scale: float = 7.0
+    sampler: Sampler | None = None  # None: the engine picks the model's default
+    schedule: Schedule = Schedule.DEFAULT
+    clip_skip: int = 1
+    eta_noise_seed_delta: int = 0
+    loras: tuple[LoraRef, ...] = ()
+    embeddings: tuple[EmbeddingRef, ...] = ()
+    vae: str | None = None
+    style_preset: str | None = None
+
+
+@dataclass(frozen=True)
+class Txt2Img:
+    diffusion: Diffusion
+    kind: str = field(default="txt2img", init=False)
+
+
+@dataclass(frozen=True)
+class Img2Img:
+    """Denoise an init image. `strength` 0 keeps it, 1 replaces it.
+
+    Stability's STEP_SCHEDULE mode maps onto strength = 1 - step_schedule_start; the engine also
+    honours `step_schedule_end` by stopping the schedule early.
+    """
+
+    diffusion: Diffusion
+    init: ImageRef | None = None  # None: the previous stage's output
+    strength: float = 0.65
+    step_schedule_end: float | None = None
+    kind: str = field(default="img2img", init=False)
+
+
+@dataclass(frozen=True)
+class Inpaint:
+    diffusion: Diffusion
+    init: ImageRef | None = None  # None: the previous stage's output
+    mask: ImageRef | None = None  # None only with INIT_IMAGE_ALPHA
+    mask_source: MaskSource = MaskSource.MASK_IMAGE_WHITE
+    strength: float = 1.0
+    mask_blur: int = 0
+    fill: InpaintFill = InpaintFill.ORIGINAL
+    only_masked: bool = False
+    only_masked_padding: int = 32
+    invert: bool = False
+    kind: str = field(default="inpaint", init=False)
+
+
+@dataclass(frozen=True)
+class Upscale:
+    """Resize to (width, height) with an upscaler; optionally re-diffuse at the new size (hires fix)."""
+
+    upscaler: str = "lanczos"
+    init: ImageRef | None = None  # None: the previous stage's output
+    width: int | None = None
+    height: int | None = None
+    scale: float | None = None
+    hires: Diffusion | None = None
+    hires_strength: float = 0.35
+    kind: str = field(default="upscale", init=False)
+
+
+@dataclass(frozen=True)
+class AdetailerRegion:
+    """One detect-and-repaint pass of an adetailer stage."""
+
+    detector: str
+    diffusion: Diffusion
+    confidence: float = 0.3
+    dilation: int = 4
+    mask_merge: str = "none"  # none | merge | merge_invert
+    strength: float = 0.4
+    mask_blur: int = 4
+    padding: int = 32
+
+
+@dataclass(frozen=True)
+class Adetailer:
+    regions: tuple[AdetailerRegion, ...]
+    kind: str = field(default="adetailer", init=False)
+
+
+Stage = Txt2Img | Img2Img | Inpaint | Upscale | Adetailer
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What a job does: `count` images from `seed`, each run through `stages` in order.
+
+    `seed` 0 means random; the service replaces it with a concrete seed before the job is stored,
+    so a retried attempt reproduces the same images. Image i uses seed + i.
+    """
+
+    stages: tuple[Stage, ...]
+    count: int = 1
+    seed: int = 0
+    init: ImageRef | None = None  # inputInitialize.imageResourceId
