@@ -1,0 +1,178 @@
+"""Export a diffusers SD 1.x/2.x-style folder to the original single-file (LDM) key layout.
+
+This is the inverse of what diffusers' `from_single_file` reads (`convert_ldm_unet_checkpoint`,
+`convert_ldm_vae_checkpoint`, `convert_ldm_clip_checkpoint`), written for any block count and
+`layers_per_block`, so small non-standard models (the bundled `shapes` model, test models) can be
+shipped and loaded as one `.safetensors` file. The text encoder must be a transformers
+`CLIPTextModel` (SD 1.x layout); OpenCLIP (SD 2.x) and SDXL exports are not supported.
+
+A non-standard architecture has no shipped config, so `export_single_file` also writes the folder's
+configs and tokenizer, without weights, to the sibling folder `<stem>.config/`. The loader looks for
+exactly that sibling (see `sibling_config_dir`); a caller may also pass a config folder explicitly.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+UNET_PREFIX = "model.diffusion_model."
+VAE_PREFIX = "first_stage_model."
+CLIP_PREFIX = "cond_stage_model.transformer."
+
+_UNET_TOP = {
+    "time_embedding.linear_1.": "time_embed.0.",
+    "time_embedding.linear_2.": "time_embed.2.",
+    "add_embedding.linear_1.": "label_emb.0.0.",
+    "add_embedding.linear_2.": "label_emb.0.2.",
+    "conv_in.": "input_blocks.0.0.",
+    "conv_norm_out.": "out.0.",
+    "conv_out.": "out.2.",
+}
+_UNET_RESNET = {
+    "norm1.": "in_layers.0.",
+    "conv1.": "in_layers.2.",
+    "norm2.": "out_layers.0.",
+    "conv2.": "out_layers.3.",
+    "time_emb_proj.": "emb_layers.1.",
+    "conv_shortcut.": "skip_connection.",
+}
+_VAE_ATTENTION = {
+    "group_norm.": "norm.",
+    "to_q.": "q.",
+    "to_k.": "k.",
+    "to_v.": "v.",
+    "to_out.0.": "proj_out.",
+}
+
+
+def sibling_config_dir(checkpoint: Path) -> Path:
+    """The config folder that travels with a non-standard single file: `<stem>.config/`."""
+    return checkpoint.with_name(checkpoint.stem + ".config")
+
+
+def _replace_prefix(rest: str, table: dict[str, str]) -> str:
+    for old, new in table.items():
+        if rest.startswith(old):
+            return new + rest[len(old) :]
+    return rest
+
+
+def unet_to_ldm(state: dict[str, torch.Tensor], layers_per_block: int) -> dict[str, torch.Tensor]:
+    """Rename a diffusers UNet2DConditionModel state dict to the LDM `model.diffusion_model.` layout."""
+    step = layers_per_block + 1
+    up_with_attention = {int(m.group(1)) for k in state if (m := re.match(r"up_blocks\.(\d+)\.attentions\.", k))}
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        new = _unet_key(key, step, up_with_attention)
+        if new is None:
+            raise ValueError(f"cannot map UNet key {key!r} to the single-file layout")
+        out[UNET_PREFIX + new] = value
+    return out
+
+
+def _unet_key(key: str, step: int, up_with_attention: set[int]) -> str | None:
+    if m := re.match(r"down_blocks\.(\d+)\.(resnets|attentions)\.(\d+)\.(.*)", key):
+        block, kind, j, rest = int(m[1]), m[2], int(m[3]), m[4]
+        index = step * block + j + 1
+        if kind == "resnets":
+            return f"input_blocks.{index}.0.{_replace_prefix(rest, _UNET_RESNET)}"
+        return f"input_blocks.{index}.1.{rest}"
+    if m := re.match(r"down_blocks\.(\d+)\.downsamplers\.0\.conv\.(.*)", key):
+        return f"input_blocks.{step * (int(m[1]) + 1)}.0.op.{m[2]}"
+    if m := re.match(r"up_blocks\.(\d+)\.(resnets|attentions)\.(\d+)\.(.*)", key):
+        block, kind, j, rest = int(m[1]), m[2], int(m[3]), m[4]
+        index = step * block + j
+        if kind == "resnets":
+            return f"output_blocks.{index}.0.{_replace_prefix(rest, _UNET_RESNET)}"
+        return f"output_blocks.{index}.1.{rest}"
+    if m := re.match(r"up_blocks\.(\d+)\.upsamplers\.0\.conv\.(.*)", key):
+        block = int(m[1])
+        # LDM puts the upsampler after the attention layer when the block has one.
+        slot = 2 if block in up_with_attention else 1
+        return f"output_blocks.{step * block + step - 1}.{slot}.conv.{m[2]}"
+    if m := re.match(r"mid_block\.resnets\.(\d+)\.(.*)", key):
+        return f"middle_block.{2 * int(m[1])}.{_replace_prefix(m[2], _UNET_RESNET)}"
+    if m := re.match(r"mid_block\.attentions\.0\.(.*)", key):
+        return f"middle_block.1.{m[1]}"
+    for old, new in _UNET_TOP.items():
+        if key.startswith(old):
+            return new + key[len(old) :]
+    return None
+
+
+def vae_to_ldm(state: dict[str, torch.Tensor], num_blocks: int) -> dict[str, torch.Tensor]:
+    """Rename a diffusers AutoencoderKL state dict to the LDM `first_stage_model.` layout."""
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        new = _vae_key(key, num_blocks)
+        if ".mid.attn_1." in new and value.ndim == 2:
+            value = value[:, :, None, None]  # LDM's VAE attention uses 1x1 convolutions
+        out[VAE_PREFIX + new] = value
+    return out
+
+
+def _vae_key(key: str, num_blocks: int) -> str:
+    if m := re.match(r"encoder\.down_blocks\.(\d+)\.resnets\.(\d+)\.(.*)", key):
+        return f"encoder.down.{m[1]}.block.{m[2]}.{m[3].replace('conv_shortcut', 'nin_shortcut')}"
+    if m := re.match(r"encoder\.down_blocks\.(\d+)\.downsamplers\.0\.(.*)", key):
+        return f"encoder.down.{m[1]}.downsample.{m[2]}"
+    if m := re.match(r"decoder\.up_blocks\.(\d+)\.resnets\.(\d+)\.(.*)", key):
+        block = num_blocks - 1 - int(m[1])  # LDM numbers decoder blocks from the lowest resolution up
+        return f"decoder.up.{block}.block.{m[2]}.{m[3].replace('conv_shortcut', 'nin_shortcut')}"
+    if m := re.match(r"decoder\.up_blocks\.(\d+)\.upsamplers\.0\.(.*)", key):
+        return f"decoder.up.{num_blocks - 1 - int(m[1])}.upsample.{m[2]}"
+    if m := re.match(r"(encoder|decoder)\.mid_block\.resnets\.(\d+)\.(.*)", key):
+        return f"{m[1]}.mid.block_{int(m[2]) + 1}.{m[3].replace('conv_shortcut', 'nin_shortcut')}"
+    if m := re.match(r"(encoder|decoder)\.mid_block\.attentions\.0\.(.*)", key):
+        return f"{m[1]}.mid.attn_1.{_replace_prefix(m[2], _VAE_ATTENTION)}"
+    return key.replace("conv_norm_out", "norm_out")
+
+
+def clip_to_ldm(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Prefix a CLIPTextModel state dict the SD 1.x way (`cond_stage_model.transformer.text_model.`).
+
+    transformers >= 5.6 flattened CLIPTextModel (no `text_model.` level); the file keeps the original
+    names so other tools read it too.
+    """
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        name = key if key.startswith("text_model.") else "text_model." + key
+        out[CLIP_PREFIX + name] = value.detach().contiguous()
+    return out
+
+
+def export_single_file(folder: Path, out: Path, *, write_config: bool = True) -> Path:
+    """Write `folder` (a diffusers SD pipeline) as one LDM-layout `.safetensors` file at `out`."""
+    from diffusers import DiffusionPipeline
+    from safetensors.torch import save_file
+
+    pipe = DiffusionPipeline.from_pretrained(str(folder), local_files_only=True, use_safetensors=True)
+    unet_state = {k: v.detach().contiguous() for k, v in pipe.unet.state_dict().items()}
+    vae_state = {k: v.detach().contiguous() for k, v in pipe.vae.state_dict().items()}
+    text_state = pipe.text_encoder.state_dict()
+    tensors = unet_to_ldm(unet_state, int(pipe.unet.config.layers_per_block))
+    tensors |= vae_to_ldm(vae_state, len(pipe.vae.config.block_out_channels))
+    tensors |= clip_to_ldm(text_state)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(out), metadata={"format": "pt", "exported_by": "diffusiond"})
+    if write_config:
+        copy_configs(folder, sibling_config_dir(out))
+    return out
+
+
+def copy_configs(folder: Path, target: Path) -> Path:
+    """Copy a diffusers folder's json configs and tokenizer files, never its weights."""
+    if target.exists():
+        shutil.rmtree(target)
+    for path in folder.rglob("*"):
+        if path.is_file() and path.suffix in {".json", ".txt"}:
+            dest = target / path.relative_to(folder)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, dest)
+    return target

@@ -1,0 +1,1 @@
+"""Helpers that build small real models for tests and demos."""
