@@ -1,0 +1,1 @@
+"""API dialects: one package per wire format, each a thin translation onto the core."""

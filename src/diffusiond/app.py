@@ -1,0 +1,59 @@
+"""create_app(settings): builds Services once, mounts the dialects, runs the lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Query, Response
+from fastapi.responses import FileResponse, JSONResponse
+
+from diffusiond import __version__
+from diffusiond.api.deps import ServicesDep
+from diffusiond.api.stability.routes import router as stability_router
+from diffusiond.config import Settings
+from diffusiond.domain.errors import DomainError
+from diffusiond.services import Services, build_services
+
+WEB_DIR = Path(__file__).parent / "web" / "static"
+
+
+def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
+    settings = settings or Settings()
+    services = services or build_services(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services.start()
+        try:
+            yield
+        finally:
+            services.stop()
+
+    app = FastAPI(title="diffusiond", version=__version__, lifespan=lifespan,
+                  description="Self-hosted Stable Diffusion: Stability v1, /v1/jobs and more.")
+    app.state.services = services
+    app.include_router(stability_router)
+
+    @app.get("/healthz", tags=["meta"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok", "version": __version__}
+
+    @app.get("/v1/blobs/{key:path}", tags=["meta"], include_in_schema=False)
+    def blob(key: str, services: ServicesDep, t: str = Query(), e: int = Query(), s: str = Query()) -> Response:
+        """Serve a blob through a signed, expiring, tenant-bound URL."""
+        owned = key.startswith((f"outputs/{t}/", f"inputs/{t}/"))
+        if not owned or not services.signer.verify(key, t, e, s):
+            return JSONResponse({"code": 403, "message": "invalid or expired signature"}, status_code=403)
+        try:
+            data = services.blobs.get(key)
+        except DomainError:
+            return JSONResponse({"code": 404, "message": "not found"}, status_code=404)
+        return Response(data, media_type="image/png" if key.endswith(".png") else "application/octet-stream")
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(WEB_DIR / "index.html")
+
+    return app

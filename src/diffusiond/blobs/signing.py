@@ -1,0 +1,36 @@
+"""Signed, expiring download URLs for blobs the server serves itself.
+
+The signature covers the blob key, the owning tenant and the expiry, so a URL only verifies for
+the tenant it was issued to and only until it expires.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import time
+from dataclasses import dataclass
+from urllib.parse import quote, urlencode
+
+
+@dataclass(frozen=True)
+class UrlSigner:
+    secret: bytes
+    base_url: str
+
+    def _sig(self, key: str, tenant_id: str, expires: int) -> str:
+        msg = f"{key}\n{tenant_id}\n{expires}".encode()
+        digest = hmac.new(self.secret, msg, hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+    def sign(self, key: str, tenant_id: str, expires_in: int, now: float | None = None) -> str:
+        expires = int((now if now is not None else time.time()) + expires_in)
+        query = urlencode({"t": tenant_id, "e": expires, "s": self._sig(key, tenant_id, expires)})
+        return f"{self.base_url}/v1/blobs/{quote(key)}?{query}"
+
+    def verify(self, key: str, tenant_id: str, expires: int, signature: str,
+               now: float | None = None) -> bool:
+        if expires < (now if now is not None else time.time()):
+            return False
+        return hmac.compare_digest(self._sig(key, tenant_id, expires), signature)

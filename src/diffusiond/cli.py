@@ -1,0 +1,188 @@
+"""The `diffusiond` command: serve, keys, models, generate, train-base."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from diffusiond.config import Settings
+from diffusiond.domain.models import ModelKind
+from diffusiond.domain.pricing import from_credits
+
+app = typer.Typer(help="diffusiond: a self-hosted Stable Diffusion platform.", no_args_is_help=True)
+keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
+models_app = typer.Typer(help="Manage models: checkpoints, LoRAs, embeddings, upscalers.", no_args_is_help=True)
+train_app = typer.Typer(help="Train the bundled base models.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+app.add_typer(models_app, name="models")
+app.add_typer(train_app, name="train-base")
+
+
+def _services(with_workers: bool = False):  # type: ignore[no-untyped-def]
+    from diffusiond.services import build_services
+
+    services = build_services(Settings(), with_workers=with_workers)
+    services.db.migrate()
+    services.models.register_builtins(services.settings.default_model)
+    return services
+
+
+@app.command()
+def serve(
+    host: Annotated[Optional[str], typer.Option(help="Listen address (DIFFUSIOND_HOST).")] = None,  # noqa: UP045
+    port: Annotated[Optional[int], typer.Option(help="Listen port (DIFFUSIOND_PORT).")] = None,  # noqa: UP045
+) -> None:
+    """Start the API server with its in-process worker."""
+    import uvicorn
+
+    from diffusiond.app import create_app
+
+    settings = Settings()
+    if host:
+        settings.host = host
+    if port:
+        settings.port = port
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
+                timeout_graceful_shutdown=5)
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Option(help="A name for the key (and its new tenant).")],
+    admin: Annotated[bool, typer.Option(help="Give the key the admin role.")] = False,
+    credits: Annotated[Optional[float], typer.Option(help="Starting credits of the new tenant.")] = None,  # noqa: UP045
+    tenant: Annotated[Optional[str], typer.Option(help="Add the key to this existing tenant.")] = None,  # noqa: UP045
+) -> None:
+    """Create an API key and print it once."""
+    services = _services()
+    amount = services.settings.default_credits if credits is None else credits
+    created = services.keys.create(name, admin=admin, credits_milli=from_credits(amount), tenant_id=tenant)
+    typer.echo(f"tenant: {created.tenant_id}", err=True)
+    typer.echo(f"key id: {created.key_id} (the key below is shown only once)", err=True)
+    typer.echo(created.key)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str) -> None:
+    """Revoke a key by its id."""
+    _services().keys.revoke(key_id)
+    typer.echo(f"revoked {key_id}")
+
+
+@models_app.command("add")
+def models_add(
+    path: Path,
+    id: Annotated[str, typer.Option("--id", help="The model id clients use.")],
+    kind: Annotated[ModelKind, typer.Option(help="What the file is.")] = ModelKind.CHECKPOINT,
+    family: Annotated[Optional[str], typer.Option(help="sd15 | sd2 | sdxl | ...; detected when omitted.")] = None,  # noqa: UP045
+    trigger: Annotated[Optional[list[str]], typer.Option(help="Trigger word (repeatable).")] = None,  # noqa: UP045
+    replace: Annotated[bool, typer.Option(help="Replace a model with the same id.")] = False,
+) -> None:
+    """Register a diffusers folder, a .safetensors file, or an upscaler's .pth."""
+    record = _services().models.add(path, id, kind, family=family, trigger_words=tuple(trigger or ()),
+                                    replace=replace)
+    typer.echo(f"added {record.kind.value} {record.id} ({record.format.value}, family {record.family})")
+
+
+@models_app.command("alias")
+def models_alias(alias: str, model_id: str) -> None:
+    """Let clients reach MODEL_ID as ALIAS (e.g. stable-diffusion-v1-5)."""
+    _services().models.alias(alias, model_id)
+    typer.echo(f"{alias} -> {model_id}")
+
+
+@models_app.command("remove")
+def models_remove(model_id: str) -> None:
+    """Unregister a model (its files are left alone)."""
+    _services().models.remove(model_id)
+    typer.echo(f"removed {model_id}")
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """List registered models and their aliases."""
+    for record, aliases in _services().models.list():
+        extra = f"  aliases: {', '.join(aliases)}" if aliases else ""
+        typer.echo(f"{record.kind.value:<11} {record.id:<32} {record.family:<8} {record.format.value}{extra}")
+
+
+@app.command()
+def generate(
+    prompt: str,
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the PNG.")] = Path("out.png"),
+    engine: Annotated[Optional[str], typer.Option(help="Model id or alias (default: the default model).")] = None,  # noqa: UP045
+    negative: Annotated[str, typer.Option(help="Negative prompt.")] = "",
+    steps: Annotated[int, typer.Option(min=1, max=150)] = 20,
+    seed: Annotated[int, typer.Option(help="0 picks a random seed.")] = 0,
+    width: Annotated[Optional[int], typer.Option()] = None,  # noqa: UP045
+    height: Annotated[Optional[int], typer.Option()] = None,  # noqa: UP045
+    cfg_scale: Annotated[float, typer.Option()] = 7.0,
+) -> None:
+    """Generate one image from a prompt, locally, with a progress bar."""
+    from rich.progress import Progress
+
+    from diffusiond.api.stability.translate import random_seed
+    from diffusiond.blobs.images import encode_png
+    from diffusiond.domain.limits import check_size, limits_for
+    from diffusiond.domain.params import Diffusion, JobSpec, Txt2Img, WeightedPrompt
+    from diffusiond.services import build_runner
+
+    services = _services()
+    record = services.models.resolve(engine or services.settings.default_model, ModelKind.CHECKPOINT)
+    native = limits_for(record.family).native
+    w, h = width or native, height or native
+    check_size(w, h, record.family)
+    seed = seed or random_seed()
+    negs = (WeightedPrompt(negative),) if negative else ()
+    d = Diffusion(model=record.id, prompts=(WeightedPrompt(prompt),), negative_prompts=negs, width=w, height=h,
+                  steps=steps, cfg_scale=cfg_scale)
+    runner = build_runner(services.settings, services.models)
+    with Progress() as progress:
+        task = progress.add_task(f"{record.id} seed {seed}", total=1.0)
+        ctx = _CliContext(lambda f: progress.update(task, completed=f))
+        started = time.perf_counter()
+        images = runner.run(JobSpec(stages=(Txt2Img(d),), seed=seed), ctx)  # type: ignore[arg-type]
+        progress.update(task, completed=1.0)
+    output.write_bytes(encode_png(images[0].image))
+    typer.echo(f"wrote {output} ({w}x{h}, seed {seed}, {time.perf_counter() - started:.2f} s)")
+
+
+class _CliContext:
+    def __init__(self, on_progress) -> None:  # type: ignore[no-untyped-def]
+        self.on_progress = on_progress
+
+    def load_image(self, ref):  # type: ignore[no-untyped-def]
+        raise NotImplementedError("the CLI generates from text only")
+
+    def report_progress(self, image_index: int, fraction: float) -> None:
+        self.on_progress(fraction)
+
+    def is_canceled(self) -> bool:
+        return False
+
+
+@train_app.command("shapes")
+def train_shapes_cmd(
+    out: Annotated[Path, typer.Option(help="Output diffusers folder.")] = Path("shapes-model"),
+    seed: Annotated[int, typer.Option(help="Training seed; the same seed gives the same weights.")] = 0,
+) -> None:
+    """Train the bundled `shapes` model from its synthetic dataset (CPU, under 90 minutes)."""
+    from diffusiond.engine.training.shapes_base import train_shapes
+
+    path = train_shapes(out, seed=seed)
+    typer.echo(f"wrote {path}")
+
+
+def main() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    app()
+
+
+if __name__ == "__main__":
+    main()

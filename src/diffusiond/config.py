@@ -1,0 +1,91 @@
+"""Settings: every knob, read from DIFFUSIOND_* environment variables (or a .env file)."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Literal
+
+from pydantic import SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """The one configuration object; `services.build_services` turns it into implementations."""
+
+    model_config = SettingsConfigDict(env_prefix="DIFFUSIOND_", env_file=".env", extra="ignore")
+
+    home: Path = Path(".diffusiond")
+    host: str = "127.0.0.1"
+    port: int = 7860
+    public_url: str | None = None  # base URL clients reach this server on; default http://host:port
+
+    # Storage: SQLite under `home` by default; any SQLAlchemy URL (postgresql+psycopg://...) at scale.
+    database_url: str | None = None
+    blob_store: Literal["local", "s3"] = "local"
+    blob_dir: Path | None = None
+    s3_bucket: str | None = None
+    s3_endpoint_url: str | None = None
+    s3_prefix: str = ""
+
+    # Work: in-process workers by default.
+    executor: Literal["local", "none"] = "local"
+    workers: int = 1
+    device: str | None = None  # None: cuda when available, else cpu
+    job_lease_seconds: float = 60.0
+    job_max_attempts: int = 3
+    sync_timeout_seconds: float = 900.0
+    max_queued_jobs_per_tenant: int = 1000
+
+    # Models
+    default_model: str = "shapes"
+    bundled_models: bool = True
+
+    # Auth and limits
+    bootstrap_key: SecretStr | None = None
+    default_credits: float = 100.0
+    rate_limit_per_second: float = 30.0
+    rate_limit_burst: int = 50
+    rate_limiter: Literal["memory", "redis"] = "memory"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    max_upload_bytes: int = 10 * 1024 * 1024
+    max_upload_pixels: int = 4096 * 4096
+
+    # URL signing for outputs; generated and kept under `home` when not given.
+    signing_secret: SecretStr | None = None
+    url_expiry_seconds: int = 3600
+
+    webhook_allow_hosts: str = ""
+    log_level: str = "info"
+
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.blob_store == "s3" and not self.s3_bucket:
+            raise ValueError("DIFFUSIOND_S3_BUCKET is required when DIFFUSIOND_BLOB_STORE=s3")
+        if self.workers < 0:
+            raise ValueError("DIFFUSIOND_WORKERS must be >= 0")
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.home / 'diffusiond.db').resolve()}"
+
+    @property
+    def resolved_blob_dir(self) -> Path:
+        return (self.blob_dir or self.home / "blobs").resolve()
+
+    @property
+    def resolved_public_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    def resolved_signing_secret(self) -> bytes:
+        """The URL-signing key: configured, or created once under `home` and reused."""
+        if self.signing_secret is not None:
+            return self.signing_secret.get_secret_value().encode()
+        path = self.home / "signing.key"
+        if not path.exists():
+            self.home.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_hex(32))
+            path.chmod(0o600)
+        return path.read_text().strip().encode()

@@ -1,0 +1,76 @@
+"""Credit prices. Amounts are integer millicredits (1 credit = 1000) so sums are exact.
+
+The rule (documented in the README, "Credits"):
+- a diffusion pass costs 200 millicredits per image for 512x512 at 30 steps, scaled linearly by
+  pixel count and step count, at least 10 millicredits per image;
+- an upscale costs 200 millicredits per output image of 2048x2048, scaled by output pixels, at
+  least 10; its optional hires pass is priced as a diffusion pass at the output size;
+- an adetailer pass costs a diffusion pass at its padded crop size (512x512 assumed) per region kind.
+"""
+
+from __future__ import annotations
+
+from diffusiond.domain.params import Adetailer, Diffusion, Img2Img, Inpaint, JobSpec, Txt2Img, Upscale
+
+MILLI = 1000
+BASE_PIXELS = 512 * 512
+BASE_STEPS = 30
+UPSCALE_BASE_PIXELS = 2048 * 2048
+MIN_PER_IMAGE = 10
+
+
+def diffusion_cost(d: Diffusion, width: int | None = None, height: int | None = None,
+                   strength: float = 1.0) -> int:
+    pixels = (width or d.width) * (height or d.height)
+    steps = max(1, round(d.steps * min(max(strength, 0.0), 1.0)))
+    return max(MIN_PER_IMAGE, round(200 * pixels / BASE_PIXELS * steps / BASE_STEPS))
+
+
+def stage_cost(stage: object, size: tuple[int, int]) -> tuple[int, tuple[int, int]]:
+    """Cost of one image through `stage`, and the image size after it."""
+    if isinstance(stage, Txt2Img):
+        d = stage.diffusion
+        return diffusion_cost(d), (d.width, d.height)
+    if isinstance(stage, Img2Img | Inpaint):
+        d = stage.diffusion
+        return diffusion_cost(d, *size, strength=stage.strength), size
+    if isinstance(stage, Upscale):
+        out = upscale_size(size, stage)
+        cost = max(MIN_PER_IMAGE, round(200 * out[0] * out[1] / UPSCALE_BASE_PIXELS))
+        if stage.hires is not None:
+            cost += diffusion_cost(stage.hires, *out, strength=stage.hires_strength)
+        return cost, out
+    if isinstance(stage, Adetailer):
+        return sum(diffusion_cost(r.diffusion, 512, 512, r.strength) for r in stage.regions), size
+    raise TypeError(f"unknown stage {type(stage).__name__}")
+
+
+def upscale_size(size: tuple[int, int], stage: Upscale) -> tuple[int, int]:
+    """Output size of an upscale: explicit width/height (aspect kept when one is given) or scale."""
+    w, h = size
+    if stage.width and stage.height:
+        return stage.width, stage.height
+    if stage.width:
+        return stage.width, max(1, round(h * stage.width / w))
+    if stage.height:
+        return max(1, round(w * stage.height / h)), stage.height
+    scale = stage.scale or 2.0
+    return max(1, round(w * scale)), max(1, round(h * scale))
+
+
+def job_cost(spec: JobSpec, init_size: tuple[int, int] | None = None) -> int:
+    """Millicredits for the whole job: every stage for every image."""
+    size = init_size or (512, 512)
+    per_image = 0
+    for stage in spec.stages:
+        cost, size = stage_cost(stage, size)
+        per_image += cost
+    return per_image * spec.count
+
+
+def to_credits(millicredits: int) -> float:
+    return millicredits / MILLI
+
+
+def from_credits(credits: float) -> int:
+    return round(credits * MILLI)

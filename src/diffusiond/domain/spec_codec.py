@@ -1,0 +1,79 @@
+"""JobSpec <-> JSON, so a job row holds exactly what the worker will run."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from enum import Enum
+from typing import Any
+
+from diffusiond.domain.params import (
+    Adetailer,
+    ImageRef,
+    Img2Img,
+    Inpaint,
+    JobSpec,
+    Stage,
+    Txt2Img,
+    Upscale,
+)
+
+STAGE_TYPES: dict[str, type[Any]] = {
+    "txt2img": Txt2Img,
+    "img2img": Img2Img,
+    "inpaint": Inpaint,
+    "upscale": Upscale,
+    "adetailer": Adetailer,
+}
+
+
+def _encode(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, tuple | list):
+        return [_encode(v) for v in value]
+    return value
+
+
+def _decode(tp: Any, value: Any) -> Any:
+    if value is None:
+        return None
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _decode(args[0], value) if len(args) == 1 else value
+    if origin is tuple:
+        (item,) = typing.get_args(tp)[:1]
+        return tuple(_decode(item, v) for v in value)
+    if isinstance(tp, type) and issubclass(tp, Enum):
+        return tp(value)
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        return _decode_dataclass(tp, value)
+    return value
+
+
+def _decode_dataclass(cls: type[Any], data: dict[str, Any]) -> Any:
+    hints = typing.get_type_hints(cls)
+    kwargs = {
+        f.name: _decode(hints[f.name], data[f.name])
+        for f in dataclasses.fields(cls)
+        if f.init and f.name in data
+    }
+    return cls(**kwargs)
+
+
+def spec_to_json(spec: JobSpec) -> str:
+    return json.dumps(_encode(spec), sort_keys=True, separators=(",", ":"))
+
+
+def spec_from_json(raw: str) -> JobSpec:
+    data = json.loads(raw)
+    stages: list[Stage] = [_decode_dataclass(STAGE_TYPES[s["kind"]], s) for s in data["stages"]]
+    init = ImageRef(**data["init"]) if data.get("init") else None
+    return JobSpec(stages=tuple(stages), count=data["count"], seed=data["seed"], init=init)
+
+

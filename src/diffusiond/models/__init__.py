@@ -1,0 +1,1 @@
+"""The model registry: checkpoints, LoRAs, embeddings, upscalers and their aliases."""

@@ -1,0 +1,183 @@
+"""Registering models from local files and resolving ids or aliases to them."""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+from pathlib import Path
+
+from sqlalchemy import select
+
+from diffusiond.domain.errors import InvalidParams, NotFound
+from diffusiond.domain.models import ModelFormat, ModelKind, ModelRecord
+from diffusiond.store.database import Database
+from diffusiond.store.tables import ModelAliasRow, ModelRow
+
+BUNDLED_DIR = Path(__file__).resolve().parent.parent / "bundled"
+PICKLE_SUFFIXES = {".ckpt", ".pt", ".bin", ".pkl", ".pickle"}
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+MAX_HEADER = 100 * 1024 * 1024
+
+
+def safetensors_keys(path: Path) -> dict[str, list[int]]:
+    """Tensor names and shapes from a .safetensors header, without reading any tensor data."""
+    with path.open("rb") as f:
+        raw = f.read(8)
+        if len(raw) != 8:
+            raise InvalidParams(f"{path.name} is not a safetensors file", code="invalid_model_file")
+        (size,) = struct.unpack("<Q", raw)
+        if size > MAX_HEADER:
+            raise InvalidParams(f"{path.name} has an oversized header", code="invalid_model_file")
+        try:
+            header = json.loads(f.read(size))
+        except ValueError:
+            raise InvalidParams(f"{path.name} is not a safetensors file", code="invalid_model_file") from None
+    if not isinstance(header, dict):
+        raise InvalidParams(f"{path.name} is not a safetensors file", code="invalid_model_file")
+    return {k: v.get("shape", []) for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)}
+
+
+def detect_checkpoint_family(keys: dict[str, list[int]]) -> str:
+    """SD 1.x / 2.x / XL (and inpainting) from the original single-file key layout."""
+    if any(k.startswith("conditioner.embedders.1") for k in keys):
+        return "sdxl"
+    proj = keys.get("model.diffusion_model.input_blocks.1.1.proj_in.weight")
+    ctx = keys.get("model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight")
+    if ctx is not None and len(ctx) == 2 and ctx[1] == 1024:
+        return "sd2"
+    if proj is not None or any(k.startswith("cond_stage_model.transformer") for k in keys):
+        return "sd15"
+    return "unknown"
+
+
+class ModelRegistry:
+    """Models in the database; implements the engine's `ModelResolver`."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def add(self, path: Path, model_id: str, kind: ModelKind = ModelKind.CHECKPOINT, *,
+            family: str | None = None, name: str = "", description: str = "",
+            trigger_words: tuple[str, ...] = (), replace: bool = False) -> ModelRecord:
+        """Register a diffusers folder or a single .safetensors / .pth file (pickles refused)."""
+        if not _ID.match(model_id):
+            raise InvalidParams(f"invalid model id {model_id!r}", code="invalid_model_id")
+        path = path.expanduser().resolve()
+        fmt, family = self._inspect(path, kind, family)
+        record = ModelRecord(id=model_id, kind=kind, format=fmt, path=str(path), family=family,
+                             trigger_words=trigger_words, name=name or model_id, description=description)
+        with self.db.session() as s:
+            existing = s.get(ModelRow, model_id)
+            if existing is not None and not replace:
+                raise InvalidParams(f"model {model_id!r} already exists", code="model_exists")
+            if existing is not None:
+                s.delete(existing)
+                s.flush()
+            s.add(ModelRow(id=model_id, kind=kind.value, format=fmt.value, family=family, path=str(path),
+                           name=record.name, description=description, trigger_words=list(trigger_words)))
+        return record
+
+    def _inspect(self, path: Path, kind: ModelKind, family: str | None) -> tuple[ModelFormat, str]:
+        if path.is_dir():
+            if kind is ModelKind.CHECKPOINT and not (path / "model_index.json").is_file():
+                raise InvalidParams(f"{path} is not a diffusers folder (no model_index.json)",
+                                    code="invalid_model_file")
+            return ModelFormat.DIFFUSERS, family or self._folder_family(path)
+        if not path.is_file():
+            raise InvalidParams(f"{path} does not exist", code="invalid_model_file")
+        suffix = path.suffix.lower()
+        if suffix in PICKLE_SUFFIXES:
+            raise InvalidParams(
+                f"{path.name}: pickle model files are never loaded; convert it to .safetensors",
+                code="unsafe_model_format")
+        if suffix == ".pth":
+            if kind is not ModelKind.UPSCALER:
+                raise InvalidParams(".pth files are accepted only for upscalers",
+                                    code="unsafe_model_format")
+            return ModelFormat.PTH, family or "esrgan"
+        if suffix != ".safetensors":
+            raise InvalidParams(f"unsupported model file type {suffix!r}", code="invalid_model_file")
+        keys = safetensors_keys(path)
+        if kind is ModelKind.CHECKPOINT and family is None:
+            family = detect_checkpoint_family(keys)
+            if family == "unknown":
+                raise InvalidParams(f"{path.name} is not a recognised SD 1.x/2.x/XL checkpoint",
+                                    code="invalid_model_file")
+        return ModelFormat.SAFETENSORS, family or ("esrgan" if kind is ModelKind.UPSCALER else "sd15")
+
+    @staticmethod
+    def _folder_family(path: Path) -> str:
+        index = json.loads((path / "model_index.json").read_text()) if (path / "model_index.json").is_file() else {}
+        if "diffusiond_family" in index:
+            return str(index["diffusiond_family"])
+        return "sdxl" if "text_encoder_2" in index else "sd15"
+
+    def alias(self, alias: str, model_id: str) -> None:
+        if not _ID.match(alias):
+            raise InvalidParams(f"invalid alias {alias!r}", code="invalid_model_id")
+        with self.db.session() as s:
+            if s.get(ModelRow, model_id) is None:
+                raise NotFound(f"model {model_id!r} not found")
+            if s.get(ModelRow, alias) is not None:
+                raise InvalidParams(f"{alias!r} is already a model id", code="model_exists")
+            row = s.get(ModelAliasRow, alias)
+            if row is None:
+                s.add(ModelAliasRow(alias=alias, model_id=model_id))
+            else:
+                row.model_id = model_id
+
+    def remove(self, model_id: str) -> None:
+        with self.db.session() as s:
+            row = s.get(ModelRow, model_id)
+            if row is None:
+                raise NotFound(f"model {model_id!r} not found")
+            for a in s.scalars(select(ModelAliasRow).where(ModelAliasRow.model_id == model_id)):
+                s.delete(a)
+            s.delete(row)
+
+    def list(self, kind: ModelKind | None = None) -> list[tuple[ModelRecord, list[str]]]:
+        """Every model with its aliases."""
+        with self.db.session() as s:
+            q = select(ModelRow).order_by(ModelRow.kind, ModelRow.id)
+            if kind is not None:
+                q = q.where(ModelRow.kind == kind.value)
+            rows = list(s.scalars(q))
+            aliases: dict[str, list[str]] = {}
+            for a in s.scalars(select(ModelAliasRow).order_by(ModelAliasRow.alias)):
+                aliases.setdefault(a.model_id, []).append(a.alias)
+            return [(_record(r), aliases.get(r.id, [])) for r in rows]
+
+    def resolve(self, model_id: str, kind: ModelKind) -> ModelRecord:
+        with self.db.session() as s:
+            row = s.get(ModelRow, model_id)
+            if row is None:
+                alias = s.get(ModelAliasRow, model_id)
+                row = s.get(ModelRow, alias.model_id) if alias is not None else None
+            if row is None or row.kind != kind.value:
+                raise NotFound(f"{kind.value} {model_id!r} not found")
+            return _record(row)
+
+    def register_builtins(self, default_model: str) -> None:
+        """The built-in lanczos upscaler and the bundled models shipped in the package."""
+        with self.db.session() as s:
+            if s.get(ModelRow, "lanczos") is None:
+                s.add(ModelRow(id="lanczos", kind=ModelKind.UPSCALER.value, format=ModelFormat.BUILTIN.value,
+                               family="builtin", path="", name="Lanczos", description="Lanczos resampling"))
+        shapes = BUNDLED_DIR / "shapes"
+        if (shapes / "model_index.json").is_file():
+            with self.db.session() as s:
+                row = s.get(ModelRow, "shapes")
+                if row is None:
+                    s.add(ModelRow(id="shapes", kind=ModelKind.CHECKPOINT.value,
+                                   format=ModelFormat.DIFFUSERS.value, family="shapes", path=str(shapes),
+                                   name="Shapes (bundled)",
+                                   description="diffusiond's bundled model: coloured shapes on backgrounds"))
+                else:
+                    row.path = str(shapes)  # the package may have moved (new checkout, new venv)
+
+
+def _record(row: ModelRow) -> ModelRecord:
+    return ModelRecord(id=row.id, kind=ModelKind(row.kind), format=ModelFormat(row.format), path=row.path,
+                       family=row.family, trigger_words=tuple(row.trigger_words or ()), name=row.name,
+                       description=row.description)

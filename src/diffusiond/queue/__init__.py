@@ -1,0 +1,1 @@
+"""Jobs: the state machine service, claiming with leases, workers and executors."""

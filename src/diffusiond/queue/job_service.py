@@ -1,0 +1,360 @@
+"""The job service: submit, read, cancel, and the worker-side transitions.
+
+Every transition is one transaction that changes the job row and writes its side effects with it:
+ledger entries (reserve, release, capture) and outbox rows (webhooks). Worker-side transitions are
+fenced by attempt number: a stale attempt (its lease expired and the job was re-queued) cannot
+write anything.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from diffusiond.domain.errors import Conflict, InsufficientCredits, InvalidParams, NotFound
+from diffusiond.domain.jobs import Artifact, Job, JobStatus
+from diffusiond.domain.params import JobSpec
+from diffusiond.domain.spec_codec import spec_to_json
+from diffusiond.queue.events import JobEvents
+from diffusiond.store.database import Database, as_utc
+from diffusiond.store.tables import ArtifactRow, JobRow, LedgerRow, OutboxRow, TenantRow
+
+WebhookPayload = Callable[[Job], dict[str, Any]]
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class NewArtifact:
+    """An output a worker has stored and asks to attach to its job."""
+
+    blob_key: str
+    mime: str
+    width: int
+    height: int
+    seed: int
+    finish_reason: str = "SUCCESS"
+
+
+@dataclass(frozen=True)
+class Claim:
+    job: Job
+    attempt: int
+
+
+def batch_key_for(spec: JobSpec) -> str:
+    """Jobs with equal keys may share a forward pass: same model, size, steps and sampler."""
+    if len(spec.stages) != 1 or spec.stages[0].kind != "txt2img":
+        return ""
+    d = spec.stages[0].diffusion  # type: ignore[union-attr]
+    if d.loras or d.embeddings:
+        return ""
+    return f"txt2img|{d.model}|{d.width}x{d.height}|{d.steps}|{d.sampler}|{d.schedule}|{d.clip_skip}"
+
+
+class JobService:
+    """The one place jobs change state."""
+
+    def __init__(self, db: Database, events: JobEvents, *, lease_seconds: float = 60.0,
+                 max_attempts: int = 3, webhook_payload: WebhookPayload | None = None) -> None:
+        self.db = db
+        self.events = events
+        self.lease = timedelta(seconds=lease_seconds)
+        self.max_attempts = max_attempts
+        self.webhook_payload = webhook_payload
+
+    # ---- client side -------------------------------------------------------------------------
+
+    def submit(self, tenant_id: str, spec: JobSpec, *, cost: int, kind: str = "generation",
+               request_id: str | None = None, request_hash: str | None = None,
+               notify_url: str | None = None, endpoint: str = "default") -> Job:
+        """Create a queued job and reserve its credits, or return the job `request_id` made."""
+        if request_id is not None:
+            existing = self._by_request(tenant_id, request_id, request_hash)
+            if existing is not None:
+                return existing
+        job_id = uuid.uuid4().hex
+        try:
+            with self.db.session() as s:
+                self._reserve(s, tenant_id, job_id, cost)
+                row = JobRow(
+                    id=job_id, tenant_id=tenant_id, request_id=request_id, request_hash=request_hash,
+                    kind=kind, spec=spec_to_json(spec), batch_key=batch_key_for(spec),
+                    endpoint=endpoint, status=JobStatus.QUEUED.value, attempt=0, progress={},
+                    credits_reserved=cost, credits_charged=0, notify_url=notify_url,
+                    created_at=now_utc(), updated_at=now_utc(),
+                )
+                s.add(row)
+                s.flush()
+                self._outbox(s, row, "job.queued")
+        except IntegrityError:
+            # A concurrent submit with the same request_id won the unique constraint; ours rolled
+            # back whole (no job, no reservation), so answer with the winner's job.
+            if request_id is None:
+                raise
+            existing = self._by_request(tenant_id, request_id, request_hash)
+            if existing is None:
+                raise
+            return existing
+        self.events.publish(job_id)
+        return self.get(tenant_id, job_id)
+
+    def _by_request(self, tenant_id: str, request_id: str, request_hash: str | None) -> Job | None:
+        with self.db.session() as s:
+            row = s.scalar(select(JobRow).where(JobRow.tenant_id == tenant_id,
+                                                JobRow.request_id == request_id))
+            if row is None:
+                return None
+            if request_hash is not None and row.request_hash != request_hash:
+                raise Conflict(f"requestId {request_id!r} was already used with a different body",
+                               code="idempotency_conflict")
+            return self._to_job(s, row)
+
+    def _reserve(self, s: Session, tenant_id: str, job_id: str, cost: int) -> None:
+        # A guarded UPDATE is atomic on SQLite and PostgreSQL: two concurrent reservations cannot
+        # both pass the balance check.
+        result = s.execute(
+            update(TenantRow)
+            .where(TenantRow.id == tenant_id, TenantRow.balance >= cost)
+            .values(balance=TenantRow.balance - cost)
+        )
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            balance = s.scalar(select(TenantRow.balance).where(TenantRow.id == tenant_id)) or 0
+            raise InsufficientCredits(
+                f"this request costs {cost / 1000:g} credits but the balance is {balance / 1000:g}"
+            )
+        s.add(LedgerRow(tenant_id=tenant_id, job_id=job_id, entry="reserve", amount=-cost))
+
+    def get(self, tenant_id: str | None, job_id: str) -> Job:
+        """The job, or NotFound when it does not exist or belongs to another tenant."""
+        with self.db.session() as s:
+            row = s.get(JobRow, job_id)
+            if row is None or (tenant_id is not None and row.tenant_id != tenant_id):
+                raise NotFound(f"job {job_id} not found")
+            return self._to_job(s, row)
+
+    def list(self, tenant_id: str, *, status: JobStatus | None = None, limit: int = 20,
+             offset: int = 0) -> tuple[list[Job], int]:
+        """The tenant's jobs, newest first, and the total matching."""
+        with self.db.session() as s:
+            q = select(JobRow).where(JobRow.tenant_id == tenant_id)
+            if status is not None:
+                q = q.where(JobRow.status == status.value)
+            total = s.scalar(select(func.count()).select_from(q.subquery())) or 0
+            rows = s.scalars(q.order_by(JobRow.created_at.desc(), JobRow.id).limit(limit).offset(offset))
+            return [self._to_job(s, r) for r in rows], total
+
+    def queue_position(self, job: Job, endpoint: str = "default") -> tuple[int, int]:
+        """(rank, length) of the queue the job waits in; rank 1 is next."""
+        with self.db.session() as s:
+            queued = select(func.count()).select_from(JobRow).where(
+                JobRow.status == JobStatus.QUEUED.value, JobRow.endpoint == endpoint)
+            length = s.scalar(queued) or 0
+            ahead = s.scalar(queued.where(JobRow.created_at < job.created_at)) or 0
+        return (ahead + 1 if job.status is JobStatus.QUEUED else 0), length
+
+    def cancel(self, tenant_id: str, job_id: str) -> Job:
+        """Queued jobs stop at once; running ones are flagged and stop within a denoising step."""
+        with self.db.session() as s:
+            row = s.get(JobRow, job_id, with_for_update=True)
+            if row is None or row.tenant_id != tenant_id:
+                raise NotFound(f"job {job_id} not found")
+            status = JobStatus(row.status)
+            if status is JobStatus.QUEUED:
+                self._finish(s, row, JobStatus.CANCELED, code="canceled", message="canceled by client")
+            elif status is JobStatus.RUNNING:
+                row.cancel_requested = True
+                row.updated_at = now_utc()
+            elif status.terminal and status is not JobStatus.CANCELED:
+                raise InvalidParams(f"job {job_id} already {status.value}", code="job_finished")
+        self.events.publish(job_id)
+        return self.get(tenant_id, job_id)
+
+    def artifact(self, tenant_id: str, artifact_id: str) -> Artifact:
+        with self.db.session() as s:
+            row = s.get(ArtifactRow, artifact_id)
+            if row is None or row.tenant_id != tenant_id:
+                raise NotFound(f"image {artifact_id} not found")
+            return _artifact(row)
+
+    # ---- worker side -------------------------------------------------------------------------
+
+    # The claim query is the queue's contract: oldest queued job of this endpoint first; on
+    # PostgreSQL `FOR UPDATE SKIP LOCKED` lets many workers claim without blocking each other,
+    # on SQLite BEGIN IMMEDIATE (see store/database.py) serialises claimers instead.
+    def claim(self, worker_id: str, *, endpoint: str = "default", max_jobs: int = 1) -> list[Claim]:
+        with self.db.session() as s:
+            base = select(JobRow).where(JobRow.status == JobStatus.QUEUED.value,
+                                        JobRow.endpoint == endpoint)
+            first = s.scalar(base.order_by(JobRow.created_at, JobRow.id).limit(1)
+                             .with_for_update(skip_locked=True))
+            if first is None:
+                return []
+            rows = [first]
+            if max_jobs > 1 and first.batch_key:
+                more = s.scalars(base.where(JobRow.batch_key == first.batch_key, JobRow.id != first.id)
+                                 .order_by(JobRow.created_at, JobRow.id).limit(max_jobs - 1)
+                                 .with_for_update(skip_locked=True))
+                rows.extend(more)
+            now = now_utc()
+            for row in rows:
+                row.status = JobStatus.RUNNING.value
+                row.attempt += 1
+                row.lease_owner = worker_id
+                row.lease_expires_at = now + self.lease
+                row.started_at = row.started_at or now
+                row.updated_at = now
+                self._outbox(s, row, "job.running")
+            claims = [Claim(self._to_job(s, r), r.attempt) for r in rows]
+        for c in claims:
+            self.events.publish(c.job.id)
+        return claims
+
+    def heartbeat(self, job_id: str, attempt: int) -> bool:
+        """Extend the lease. False when the attempt is stale or a cancel was requested."""
+        with self.db.session() as s:
+            row = self._fenced(s, job_id, attempt)
+            if row is None:
+                return False
+            row.lease_expires_at = now_utc() + self.lease
+            return not row.cancel_requested
+
+    def report_progress(self, job_id: str, attempt: int, progress: dict[str, float]) -> bool:
+        with self.db.session() as s:
+            row = self._fenced(s, job_id, attempt)
+            if row is None:
+                return False
+            row.progress = {**row.progress, **progress}
+            row.lease_expires_at = now_utc() + self.lease
+            row.updated_at = now_utc()
+            cancel = row.cancel_requested
+        self.events.publish(job_id)
+        return not cancel
+
+    def succeed(self, job_id: str, attempt: int, artifacts: Sequence[NewArtifact]) -> bool:
+        """Attach outputs, capture credits, queue the terminal webhook. False if fenced out."""
+        with self.db.session() as s:
+            row = self._fenced(s, job_id, attempt)
+            if row is None:
+                return False
+            for i, a in enumerate(artifacts):
+                s.add(ArtifactRow(id=uuid.uuid4().hex, job_id=job_id, tenant_id=row.tenant_id, index=i,
+                                  blob_key=a.blob_key, mime=a.mime, width=a.width, height=a.height,
+                                  seed=a.seed, finish_reason=a.finish_reason))
+            row.progress = {k: 1.0 for k in row.progress} or {"0": 1.0}
+            s.flush()
+            self._finish(s, row, JobStatus.SUCCEEDED)
+        self.events.publish(job_id)
+        return True
+
+    def fail(self, job_id: str, attempt: int, code: str, message: str) -> bool:
+        with self.db.session() as s:
+            row = self._fenced(s, job_id, attempt)
+            if row is None:
+                return False
+            self._finish(s, row, JobStatus.FAILED, code=code, message=message)
+        self.events.publish(job_id)
+        return True
+
+    def mark_canceled(self, job_id: str, attempt: int) -> bool:
+        with self.db.session() as s:
+            row = self._fenced(s, job_id, attempt)
+            if row is None:
+                return False
+            self._finish(s, row, JobStatus.CANCELED, code="canceled", message="canceled by client")
+        self.events.publish(job_id)
+        return True
+
+    def requeue_expired(self) -> int:
+        """Give jobs whose worker stopped renewing its lease another attempt, or fail them."""
+        changed: list[str] = []
+        with self.db.session() as s:
+            rows = s.scalars(select(JobRow).where(JobRow.status == JobStatus.RUNNING.value,
+                                                  JobRow.lease_expires_at < now_utc())
+                             .with_for_update(skip_locked=True))
+            for row in rows:
+                changed.append(row.id)
+                if row.cancel_requested:
+                    self._finish(s, row, JobStatus.CANCELED, code="canceled", message="canceled by client")
+                elif row.attempt >= self.max_attempts:
+                    self._finish(s, row, JobStatus.FAILED, code="worker_lost",
+                                 message=f"the worker was lost {row.attempt} times")
+                else:
+                    row.status = JobStatus.QUEUED.value
+                    row.lease_owner = None
+                    row.lease_expires_at = None
+                    row.progress = {}
+                    row.updated_at = now_utc()
+        for job_id in changed:
+            self.events.publish(job_id)
+        return len(changed)
+
+    # ---- internals -----------------------------------------------------------------------------
+
+    def _fenced(self, s: Session, job_id: str, attempt: int) -> JobRow | None:
+        row = s.get(JobRow, job_id, with_for_update=True)
+        if row is None or row.attempt != attempt or row.status != JobStatus.RUNNING.value:
+            return None
+        return row
+
+    def _finish(self, s: Session, row: JobRow, status: JobStatus, *, code: str | None = None,
+                message: str | None = None) -> None:
+        """The terminal transition and its side effects: ledger, outbox."""
+        now = now_utc()
+        reserved = row.credits_reserved
+        if status is JobStatus.SUCCEEDED:
+            row.credits_charged = reserved
+            s.add(LedgerRow(tenant_id=row.tenant_id, job_id=row.id, entry="release", amount=reserved))
+            s.add(LedgerRow(tenant_id=row.tenant_id, job_id=row.id, entry="capture", amount=-reserved))
+        else:
+            s.execute(update(TenantRow).where(TenantRow.id == row.tenant_id)
+                      .values(balance=TenantRow.balance + reserved))
+            s.add(LedgerRow(tenant_id=row.tenant_id, job_id=row.id, entry="release", amount=reserved))
+        row.status = status.value
+        row.error_code = code
+        row.error_message = message
+        row.finished_at = now
+        row.updated_at = now
+        row.lease_owner = None
+        row.lease_expires_at = None
+        s.flush()
+        self._outbox(s, row, f"job.{status.value}", terminal=True)
+
+    def _outbox(self, s: Session, row: JobRow, event: str, *, terminal: bool = False) -> None:
+        if not row.notify_url or self.webhook_payload is None:
+            return
+        payload = self.webhook_payload(self._to_job(s, row))
+        s.add(OutboxRow(id=uuid.uuid4().hex, tenant_id=row.tenant_id, job_id=row.id if terminal else None,
+                        event=event, url=row.notify_url, terminal=terminal,
+                        payload=json.dumps({"type": event, "timestamp": now_utc().isoformat(),
+                                            "data": payload})))
+
+    def _to_job(self, s: Session, row: JobRow) -> Job:
+        arts = s.scalars(select(ArtifactRow).where(ArtifactRow.job_id == row.id)
+                         .order_by(ArtifactRow.index)) if row.status == JobStatus.SUCCEEDED.value else []
+        return Job(
+            id=row.id, tenant_id=row.tenant_id, kind=row.kind, status=JobStatus(row.status),
+            spec_json=row.spec, request_id=row.request_id, attempt=row.attempt,
+            progress=dict(row.progress or {}), credits_reserved=row.credits_reserved,
+            credits_charged=row.credits_charged, error_code=row.error_code,
+            error_message=row.error_message, notify_url=row.notify_url,
+            created_at=as_utc(row.created_at), updated_at=as_utc(row.updated_at),
+            started_at=as_utc(row.started_at) if row.started_at else None,
+            finished_at=as_utc(row.finished_at) if row.finished_at else None,
+            artifacts=tuple(_artifact(a) for a in arts),
+        )
+
+
+def _artifact(row: ArtifactRow) -> Artifact:
+    return Artifact(id=row.id, job_id=row.job_id, index=row.index, blob_key=row.blob_key, mime=row.mime,
+                    width=row.width, height=row.height, seed=row.seed, finish_reason=row.finish_reason)

@@ -1,0 +1,152 @@
+"""A worker: claims jobs, runs them on the engine, stores outputs, reports the outcome.
+
+The engine only executes; everything it does reaches the job row through `JobService`, fenced by
+the attempt number, so a worker whose lease was taken over cannot write.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol
+
+from diffusiond.blobs.base import BlobStore
+from diffusiond.blobs.images import encode_png, open_image
+from diffusiond.domain.errors import DomainError
+from diffusiond.domain.params import ImageRef, JobSpec
+from diffusiond.domain.spec_codec import spec_from_json
+from diffusiond.engine.context import Canceled, GeneratedImage
+from diffusiond.queue.job_service import Claim, JobService, NewArtifact
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+log = logging.getLogger(__name__)
+PROGRESS_INTERVAL = 0.25  # seconds between progress writes: enough for live bars, cheap for SQLite
+
+
+class Runner(Protocol):
+    """What a worker needs of the engine."""
+
+    def run(self, spec: JobSpec, ctx: JobContext) -> list[GeneratedImage]: ...
+
+
+class JobContext:
+    """The narrow `WorkContext` a running job gets: inputs, progress, cancel."""
+
+    def __init__(self, jobs: JobService, blobs: BlobStore, claim: Claim) -> None:
+        self.jobs = jobs
+        self.blobs = blobs
+        self.claim = claim
+        self._canceled = threading.Event()
+        self._lost = threading.Event()
+        self._last_write = 0.0
+        self._pending: dict[str, float] = {}
+
+    def load_image(self, ref: ImageRef) -> Image.Image:
+        return open_image(self.blobs.get(ref.blob_key))
+
+    def report_progress(self, image_index: int, fraction: float) -> None:
+        self._pending[str(image_index)] = round(min(max(fraction, 0.0), 1.0), 4)
+        now = time.monotonic()
+        if now - self._last_write >= PROGRESS_INTERVAL:
+            self._flush()
+
+    def _flush(self) -> None:
+        self._last_write = time.monotonic()
+        pending, self._pending = self._pending, {}
+        if pending and not self.jobs.report_progress(self.claim.job.id, self.claim.attempt, pending):
+            self._check()
+
+    def _check(self) -> None:
+        job = self.jobs.get(None, self.claim.job.id)
+        if job.attempt != self.claim.attempt or job.status.terminal:
+            self._lost.set()
+        self._canceled.set()
+
+    def is_canceled(self) -> bool:
+        return self._canceled.is_set()
+
+    def heartbeat(self) -> None:
+        if not self.jobs.heartbeat(self.claim.job.id, self.claim.attempt):
+            self._check()
+
+    @property
+    def lost(self) -> bool:
+        return self._lost.is_set()
+
+
+class Worker:
+    """Claims and runs jobs one at a time (or a batch of compatible ones) until stopped."""
+
+    def __init__(self, jobs: JobService, blobs: BlobStore, runner: Runner, worker_id: str, *,
+                 endpoint: str = "default", poll_interval: float = 0.2, heartbeat_interval: float = 5.0) -> None:
+        self.jobs = jobs
+        self.blobs = blobs
+        self.runner = runner
+        self.worker_id = worker_id
+        self.endpoint = endpoint
+        self.poll_interval = poll_interval
+        self.heartbeat_interval = heartbeat_interval
+        self.wake = threading.Event()
+
+    def run_forever(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                worked = self.run_once()
+            except Exception:  # never let one bad job kill the worker thread
+                log.exception("worker %s: unexpected error", self.worker_id)
+                worked = False
+            if not worked:
+                self.wake.wait(self.poll_interval)
+                self.wake.clear()
+
+    def run_once(self) -> bool:
+        claims = self.jobs.claim(self.worker_id, endpoint=self.endpoint)
+        for claim in claims:
+            self._run(claim)
+        return bool(claims)
+
+    def _run(self, claim: Claim) -> None:
+        ctx = JobContext(self.jobs, self.blobs, claim)
+        stop_beat = threading.Event()
+        beat = threading.Thread(target=self._beat, args=(ctx, stop_beat), daemon=True)
+        beat.start()
+        try:
+            images = self.runner.run(spec_from_json(claim.job.spec_json), ctx)
+            ctx._flush()
+            self._store(claim, images)
+        except Canceled:
+            self.jobs.mark_canceled(claim.job.id, claim.attempt)
+        except DomainError as e:
+            self.jobs.fail(claim.job.id, claim.attempt, e.code, e.message)
+        except Exception as e:
+            log.error("job %s failed: %s", claim.job.id, traceback.format_exc())
+            self.jobs.fail(claim.job.id, claim.attempt, "engine_error", f"{type(e).__name__}: {e}")
+        finally:
+            stop_beat.set()
+
+    def _beat(self, ctx: JobContext, stop: threading.Event) -> None:
+        while not stop.wait(self.heartbeat_interval):
+            ctx.heartbeat()
+
+    def _store(self, claim: Claim, images: Sequence[GeneratedImage]) -> None:
+        job = claim.job
+        written: list[NewArtifact] = []
+        try:
+            for i, g in enumerate(images):
+                key = f"outputs/{job.tenant_id}/{job.id}/{claim.attempt}-{i}.png"
+                self.blobs.put(key, encode_png(g.image), "image/png")
+                written.append(NewArtifact(key, "image/png", g.image.width, g.image.height, g.seed,
+                                           g.finish_reason))
+            committed = self.jobs.succeed(job.id, claim.attempt, written)
+        except BaseException:
+            committed = False
+            raise
+        finally:
+            if not committed:  # fenced out or failed: leave no orphan files behind
+                for a in written:
+                    self.blobs.delete(a.blob_key)

@@ -1,0 +1,1 @@
+"""The browser console: static files that call the public API only."""
