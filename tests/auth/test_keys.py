@@ -1,0 +1,83 @@
+"""API keys are hashed, shown once, and map to their tenant."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from diffusiond.auth.keys import KeyService, hash_key
+from diffusiond.auth.ratelimit import MemoryRateLimiter
+from diffusiond.domain.errors import RateLimited, Unauthorized
+from diffusiond.store.database import Database
+from diffusiond.store.tables import ApiKeyRow
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Database:
+    database = Database(f"sqlite:///{tmp_path / 'k.db'}")
+    database.migrate()
+    return database
+
+
+def test_key_is_stored_hashed_and_authenticates(db: Database) -> None:
+    keys = KeyService(db)
+    created = keys.create("alice", credits_milli=5000)
+    with db.session() as s:
+        stored = s.scalars(select(ApiKeyRow.key_hash)).all()
+    assert created.key not in stored and hash_key(created.key) in stored
+    p = keys.authenticate(created.key)
+    assert p.tenant_id == created.tenant_id and p.role == "user"
+
+
+@pytest.mark.parametrize("presented", [None, "", "sk-dfd-wrong"])
+def test_missing_or_wrong_key_is_unauthorized(db: Database, presented: str | None) -> None:
+    KeyService(db).create("alice")
+    with pytest.raises(Unauthorized):
+        KeyService(db).authenticate(presented)
+
+
+def test_revoked_key_stops_working(db: Database) -> None:
+    keys = KeyService(db)
+    created = keys.create("bob")
+    keys.revoke(created.key_id)
+    with pytest.raises(Unauthorized):
+        keys.authenticate(created.key)
+
+
+def test_bootstrap_key_registered_once_as_admin(db: Database) -> None:
+    keys = KeyService(db)
+    keys.ensure_bootstrap("sk-boot", 1000)
+    keys.ensure_bootstrap("sk-boot", 1000)
+    with db.session() as s:
+        assert len(s.scalars(select(ApiKeyRow)).all()) == 1
+    assert keys.authenticate("sk-boot").is_admin
+
+
+def test_token_bucket_allows_burst_then_limits() -> None:
+    limiter = MemoryRateLimiter()
+    for _ in range(5):
+        limiter.acquire("k", rate=0.001, burst=5)
+    with pytest.raises(RateLimited):
+        limiter.acquire("k", rate=0.001, burst=5)
+    limiter.acquire("other", rate=0.001, burst=5)  # buckets are per key
+
+
+def test_redis_bucket_is_shared_between_limiters() -> None:
+    """Two API replicas (two limiter objects) draw from one bucket in a real Redis."""
+    redis = pytest.importorskip("redis")
+    try:
+        redis.Redis.from_url("redis://127.0.0.1:6379/0").ping()
+    except Exception:
+        pytest.skip("Redis is not reachable on 127.0.0.1:6379")
+    import uuid
+
+    from diffusiond.auth.ratelimit import RedisRateLimiter
+
+    a, b = RedisRateLimiter("redis://127.0.0.1:6379/0"), RedisRateLimiter("redis://127.0.0.1:6379/0")
+    key = f"test-{uuid.uuid4().hex}"
+    for i in range(4):
+        (a if i % 2 else b).acquire(key, rate=0.001, burst=4)
+    with pytest.raises(RateLimited):
+        a.acquire(key, rate=0.001, burst=4)

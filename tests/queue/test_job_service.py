@@ -1,0 +1,158 @@
+"""The job service contract, on SQLite and PostgreSQL: credits, idempotency, claims, fencing."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from diffusiond.auth.keys import KeyService
+from diffusiond.auth.tenants import TenantService
+from diffusiond.domain.errors import Conflict, InsufficientCredits, NotFound
+from diffusiond.domain.jobs import JobStatus
+from diffusiond.domain.params import Diffusion, JobSpec, Txt2Img, WeightedPrompt
+from diffusiond.queue.events import JobEvents
+from diffusiond.queue.job_service import JobService, NewArtifact
+from diffusiond.store.database import Database
+from tests.backends import database_url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    with database_url(request.param, tmp_path) as url:
+        database = Database(url)
+        database.migrate()
+        yield database
+        database.dispose()
+
+
+def spec(prompt: str = "a red circle", seed: int = 7) -> JobSpec:
+    d = Diffusion(model="tiny", prompts=(WeightedPrompt(prompt),), width=64, height=64, steps=10)
+    return JobSpec(stages=(Txt2Img(d),), seed=seed)
+
+
+def tenant(db: Database, credits_milli: int) -> str:
+    return KeyService(db).create("t", credits_milli=credits_milli).tenant_id
+
+
+def test_submit_reserves_and_success_captures(db: Database) -> None:
+    jobs, tenants = JobService(db, JobEvents()), TenantService(db)
+    t = tenant(db, 1000)
+    job = jobs.submit(t, spec(), cost=300)
+    assert job.status is JobStatus.QUEUED and job.credits_reserved == 300
+    assert tenants.get(t).balance == 700
+    (claim,) = jobs.claim("w1")
+    assert claim.attempt == 1 and claim.job.id == job.id
+    assert jobs.succeed(job.id, 1, [NewArtifact("k.png", "image/png", 64, 64, 7)])
+    done = jobs.get(t, job.id)
+    assert done.status is JobStatus.SUCCEEDED and done.credits_charged == 300
+    assert [a.blob_key for a in done.artifacts] == ["k.png"]
+    assert tenants.get(t).balance == 700 == tenants.ledger_sum(t)
+
+
+def test_failure_and_cancel_release_credits(db: Database) -> None:
+    jobs, tenants = JobService(db, JobEvents()), TenantService(db)
+    t = tenant(db, 1000)
+    a = jobs.submit(t, spec(), cost=400)
+    b = jobs.submit(t, spec(), cost=400)
+    assert tenants.get(t).balance == 200
+    jobs.cancel(t, b.id)  # queued: canceled at once
+    assert jobs.get(t, b.id).status is JobStatus.CANCELED
+    (claim,) = jobs.claim("w1")
+    assert claim.job.id == a.id
+    jobs.fail(a.id, claim.attempt, "engine_error", "boom")
+    assert jobs.get(t, a.id).status is JobStatus.FAILED
+    assert tenants.get(t).balance == 1000 == tenants.ledger_sum(t)
+
+
+def test_insufficient_credits_creates_nothing(db: Database) -> None:
+    jobs, tenants = JobService(db, JobEvents()), TenantService(db)
+    t = tenant(db, 100)
+    with pytest.raises(InsufficientCredits):
+        jobs.submit(t, spec(), cost=101)
+    assert jobs.list(t)[1] == 0 and tenants.get(t).balance == 100 == tenants.ledger_sum(t)
+
+
+def test_balance_never_negative_under_concurrent_submits(db: Database) -> None:
+    jobs, tenants = JobService(db, JobEvents()), TenantService(db)
+    t = tenant(db, 1000)
+
+    def attempt(i: int) -> bool:
+        try:
+            jobs.submit(t, spec(seed=i), cost=300)
+            return True
+        except InsufficientCredits:
+            return False
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(attempt, range(16)))
+    assert sum(results) == 3
+    assert tenants.get(t).balance == 100 == tenants.ledger_sum(t)
+
+
+def test_idempotent_request_id_under_concurrency(db: Database) -> None:
+    jobs, tenants = JobService(db, JobEvents()), TenantService(db)
+    t = tenant(db, 10_000)
+    barrier = threading.Barrier(20)
+
+    def submit(_: int) -> str:
+        barrier.wait()
+        return jobs.submit(t, spec(), cost=100, request_id="req-1", request_hash="h1").id
+
+    with ThreadPoolExecutor(20) as pool:
+        ids = set(pool.map(submit, range(20)))
+    assert len(ids) == 1
+    assert jobs.list(t)[1] == 1 and tenants.get(t).balance == 9_900 == tenants.ledger_sum(t)
+    with pytest.raises(Conflict):
+        jobs.submit(t, spec("other"), cost=100, request_id="req-1", request_hash="h2")
+
+
+def test_stale_attempt_is_fenced_and_requeue_is_bounded(db: Database) -> None:
+    jobs = JobService(db, JobEvents(), lease_seconds=-1, max_attempts=2)  # leases expire at once
+    t = tenant(db, 1000)
+    job = jobs.submit(t, spec(), cost=10)
+    (c1,) = jobs.claim("w1")
+    assert jobs.requeue_expired() == 1
+    (c2,) = jobs.claim("w2")
+    assert c2.attempt == 2
+    assert not jobs.succeed(job.id, c1.attempt, [])  # the lost worker cannot write
+    assert not jobs.report_progress(job.id, c1.attempt, {"0": 0.5})
+    assert jobs.requeue_expired() == 1  # second loss: out of attempts
+    final = jobs.get(t, job.id)
+    assert final.status is JobStatus.FAILED and final.error_code == "worker_lost"
+    assert TenantService(db).get(t).balance == 1000
+
+
+def test_other_tenant_sees_404(db: Database) -> None:
+    jobs = JobService(db, JobEvents())
+    a, b = tenant(db, 1000), tenant(db, 1000)
+    job = jobs.submit(a, spec(), cost=10)
+    with pytest.raises(NotFound):
+        jobs.get(b, job.id)
+    with pytest.raises(NotFound):
+        jobs.cancel(b, job.id)
+    assert jobs.list(b)[1] == 0
+
+
+def test_queue_rank_and_claim_order(db: Database) -> None:
+    jobs = JobService(db, JobEvents())
+    t = tenant(db, 1000)
+    ids = [jobs.submit(t, spec(seed=i), cost=10).id for i in range(3)]
+    assert [jobs.queue_position(jobs.get(t, i)) for i in ids] == [(1, 3), (2, 3), (3, 3)]
+    assert jobs.claim("w")[0].job.id == ids[0]
+    assert jobs.queue_position(jobs.get(t, ids[2])) == (2, 2)
+
+
+def test_running_cancel_is_seen_by_heartbeat(db: Database) -> None:
+    jobs = JobService(db, JobEvents())
+    t = tenant(db, 1000)
+    job = jobs.submit(t, spec(), cost=10)
+    (c,) = jobs.claim("w")
+    assert jobs.heartbeat(job.id, c.attempt)
+    assert jobs.cancel(t, job.id).status is JobStatus.RUNNING
+    assert not jobs.heartbeat(job.id, c.attempt)
+    assert jobs.mark_canceled(job.id, c.attempt)
+    assert jobs.get(t, job.id).status is JobStatus.CANCELED
