@@ -10,7 +10,9 @@ from fastapi import FastAPI, Query, Response
 from fastapi.responses import FileResponse, JSONResponse
 
 from diffusiond import __version__
+from diffusiond.api.admin.routes import router as admin_router
 from diffusiond.api.deps import ServicesDep
+from diffusiond.api.jobs.routes import router as jobs_router
 from diffusiond.api.stability.routes import router as stability_router
 from diffusiond.config import Settings
 from diffusiond.domain.errors import DomainError
@@ -35,6 +37,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
                   description="Self-hosted Stable Diffusion: Stability v1, /v1/jobs and more.")
     app.state.services = services
     app.include_router(stability_router)
+    app.include_router(jobs_router)
+    app.include_router(admin_router)
 
     @app.get("/healthz", tags=["meta"])
     def healthz() -> dict[str, str]:

@@ -20,6 +20,9 @@ from diffusiond.queue.job_service import JobService
 from diffusiond.queue.local_executor import LocalExecutor
 from diffusiond.queue.worker import Runner
 from diffusiond.store.database import Database
+from diffusiond.webhooks.dispatcher import WebhookDispatcher
+from diffusiond.webhooks.payload import job_payload_builder
+from diffusiond.webhooks.ssrf import UrlPolicy
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +42,7 @@ class Services:
     jobs: JobService
     rate_limiter: RateLimiter
     executor: LocalExecutor | None = None
+    webhooks: WebhookDispatcher | None = None
     extras: dict[str, object] = field(default_factory=dict)
 
     def start(self) -> None:
@@ -52,8 +56,14 @@ class Services:
             executor = self.executor
             self.events.add_listener(lambda _job_id: executor.notify())
             executor.start()
+        if self.webhooks is not None:
+            webhooks = self.webhooks
+            self.events.add_listener(lambda _job_id: webhooks.notify())
+            webhooks.start()
 
     def stop(self) -> None:
+        if self.webhooks is not None:
+            self.webhooks.stop()
         if self.executor is not None:
             self.executor.stop()
         self.db.dispose()
@@ -88,11 +98,14 @@ def build_services(settings: Settings, *, with_workers: bool | None = None) -> S
     jobs = JobService(db, events, lease_seconds=settings.job_lease_seconds,
                       max_attempts=settings.job_max_attempts)
     blobs = build_blob_store(settings)
+    signer = UrlSigner(settings.resolved_signing_secret(), settings.resolved_public_url)
+    jobs.webhook_payload = job_payload_builder(signer, settings.url_expiry_seconds)
+    tenants = TenantService(db)
     services = Services(
-        settings=settings, db=db, blobs=blobs,
-        signer=UrlSigner(settings.resolved_signing_secret(), settings.resolved_public_url),
-        keys=KeyService(db), tenants=TenantService(db), models=models, events=events, jobs=jobs,
+        settings=settings, db=db, blobs=blobs, signer=signer,
+        keys=KeyService(db), tenants=tenants, models=models, events=events, jobs=jobs,
         rate_limiter=build_rate_limiter(settings),
+        webhooks=WebhookDispatcher(db, tenants, UrlPolicy(settings.webhook_allow_hosts)),
     )
     run_workers = settings.executor == "local" if with_workers is None else with_workers
     if run_workers:

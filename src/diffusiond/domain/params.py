@@ -159,6 +159,7 @@ class AdetailerRegion:
     strength: float = 0.4
     mask_blur: int = 4
     padding: int = 32
+    only_masked: bool = True  # repaint a padded crop around each region at the diffusion size
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""Admin endpoints: tenants' credits and webhook secrets."""

@@ -1,0 +1,63 @@
+"""Admin routes (admin keys only), and the caller's own webhook secret.
+
+Errors use the `/v1/jobs` shape (google.rpc.Status), the platform's default for its own APIs.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+
+from diffusiond.api.deps import PrincipalDep, ServicesDep
+from diffusiond.api.errors import dialect_route
+from diffusiond.api.jobs.render import render_error
+from diffusiond.auth.keys import Principal
+from diffusiond.domain.errors import Forbidden
+from diffusiond.domain.pricing import from_credits, to_credits
+from diffusiond.webhooks.signing import public_secret
+
+router = APIRouter(prefix="/v1", tags=["admin"], route_class=dialect_route(render_error))
+
+
+class CreditGrant(BaseModel):
+    credits: float = Field(ge=-1e9, le=1e9)
+
+
+class TenantCredits(BaseModel):
+    tenantId: str
+    credits: float
+
+
+class WebhookSecret(BaseModel):
+    """A Standard Webhooks secret (`whsec_...`): verify `webhook-signature` with it."""
+
+    tenantId: str
+    webhookSecret: str
+
+
+def require_admin(principal: Principal) -> None:
+    if not principal.is_admin:
+        raise Forbidden("this endpoint needs an admin key")
+
+
+@router.post("/admin/tenants/{tenant_id}/credits", response_model=TenantCredits)
+def grant_credits(tenant_id: str, body: CreditGrant, principal: PrincipalDep, services: ServicesDep) -> TenantCredits:
+    """Add credits to a tenant (negative amounts remove them, down to zero)."""
+    require_admin(principal)
+    tenant = services.tenants.grant(tenant_id, from_credits(body.credits))
+    return TenantCredits(tenantId=tenant.id, credits=to_credits(tenant.balance))
+
+
+@router.post("/admin/tenants/{tenant_id}/webhook-secret/rotate", response_model=WebhookSecret)
+def rotate_webhook_secret(tenant_id: str, principal: PrincipalDep, services: ServicesDep) -> WebhookSecret:
+    """Replace a tenant's webhook signing secret; deliveries from now on are signed with the new one."""
+    require_admin(principal)
+    secret = services.tenants.rotate_webhook_secret(tenant_id)
+    return WebhookSecret(tenantId=tenant_id, webhookSecret=public_secret(secret))
+
+
+@router.get("/account/webhook-secret", response_model=WebhookSecret)
+def my_webhook_secret(principal: PrincipalDep, services: ServicesDep) -> WebhookSecret:
+    """The caller's own tenant secret, to verify the webhooks it receives."""
+    tenant = services.tenants.get(principal.tenant_id)
+    return WebhookSecret(tenantId=tenant.id, webhookSecret=public_secret(tenant.webhook_secret))

@@ -1,0 +1,245 @@
+"""`/v1/jobs` routes (seed 001): parse, authorise, call the job service, render."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, TypeVar
+
+import pydantic
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import StreamingResponse
+from starlette.datastructures import UploadFile
+
+from diffusiond.api.deps import PrincipalDep, ServicesDep
+from diffusiond.api.errors import dialect_route
+from diffusiond.api.jobs import schemas as w
+from diffusiond.api.jobs.render import CORE_STATUS, job_public, render_error, spec_shape
+from diffusiond.api.jobs.resources import ResourceStore, resource_public
+from diffusiond.api.jobs.translate import Lookups, Translated, request_hash, translate
+from diffusiond.auth.keys import Principal
+from diffusiond.domain.errors import InvalidParams, NotFound, PayloadTooLarge
+from diffusiond.domain.jobs import Job
+from diffusiond.domain.models import ModelKind
+from diffusiond.domain.pricing import job_cost, to_credits
+from diffusiond.engine.detectors import BUILTIN_DETECTORS
+from diffusiond.services import Services
+from diffusiond.webhooks.ssrf import UrlPolicy
+
+M = TypeVar("M", bound=pydantic.BaseModel)
+# The last named field of a validation error decides the seed's specific error code.
+FIELD_CODES = {"width": "invalid_height_or_width", "height": "invalid_height_or_width", "count": "invalid_samples"}
+SSE_KEEPALIVE = 15.0
+SSE_POLL = 1.0
+
+router = APIRouter(prefix="/v1", tags=["jobs"], route_class=dialect_route(render_error, FIELD_CODES))
+
+
+# ---- helpers ---------------------------------------------------------------------------------------
+
+
+async def parse(request: Request, model: type[M]) -> M:
+    """The JSON body as `model`; a bad field becomes one 400 naming it (and its seed code)."""
+    try:
+        raw = json.loads(await request.body() or b"null")
+    except ValueError:
+        raise InvalidParams("body: not valid JSON", code="invalid_params") from None
+    try:
+        return model.model_validate(raw)
+    except pydantic.ValidationError as e:
+        first = e.errors()[0]
+        loc = [p for p in first.get("loc", ()) if not (isinstance(p, str) and p.startswith(("function-", "list[")))]
+        where = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in loc).replace(".[", "[") or "body"
+        names = [p for p in loc if isinstance(p, str)]
+        code = FIELD_CODES.get(names[-1], "invalid_params") if names else "invalid_params"
+        if first.get("type") == "extra_forbidden":
+            code = "unknown_field"
+        raise InvalidParams(f"{where}: {first.get('msg', 'invalid')}", code=code,
+                            field=names[-1] if names else None) from None
+
+
+def resources(services: Services) -> ResourceStore:
+    return ResourceStore(services.db, services.blobs, services.signer, services.settings)
+
+
+def lookups(services: Services, principal: Principal) -> Lookups:
+    store = resources(services)
+
+    def detector_known(name: str) -> bool:
+        if name in BUILTIN_DETECTORS:
+            return True
+        try:
+            services.models.resolve(name, ModelKind.DETECTOR)
+        except NotFound:
+            return False
+        return True
+
+    return Lookups(resolve=services.models.resolve, resource=lambda rid: store.for_job(principal.tenant_id, rid),
+                   detector_known=detector_known, default_model=services.settings.default_model)
+
+
+def public(services: Services, job: Job, *, live: bool = True) -> w.JobPublic:
+    size, count = spec_shape(job)
+    return job_public(job, services.signer, services.settings.url_expiry_seconds, output_size=size, count=count,
+                      queue=services.jobs.queue_position if live else None)
+
+
+def envelope(services: Services, job: Job) -> w.JobEnvelope:
+    return w.JobEnvelope(job=public(services, job))
+
+
+def translated(services: Services, principal: Principal, body: w.StagesIn) -> tuple[Translated, int]:
+    result = translate(body, lookups(services, principal))
+    return result, job_cost(result.spec, result.init_size)
+
+
+# ---- jobs ------------------------------------------------------------------------------------------
+
+
+@router.post("/jobs", response_model=w.JobEnvelope, response_model_exclude_none=True)
+async def create_job(request: Request, principal: PrincipalDep, services: ServicesDep) -> w.JobEnvelope:
+    """Create a multi-stage job; the same `requestId` with the same body returns the same job."""
+    body = await parse(request, w.JobCreate)
+    if body.notify_url:
+        UrlPolicy(services.settings.webhook_allow_hosts).check(body.notify_url)
+    result, cost = translated(services, principal, body)
+    job = await asyncio.to_thread(
+        services.jobs.submit, principal.tenant_id, result.spec, cost=cost, kind="generation",
+        request_id=body.request_id, request_hash=request_hash(body), notify_url=body.notify_url)
+    return envelope(services, job)
+
+
+@router.post("/jobs/credits", response_model=w.CreditsPublic)
+async def price_job(request: Request, principal: PrincipalDep, services: ServicesDep) -> w.CreditsPublic:
+    """What the stages would cost, without running them."""
+    body = await parse(request, w.CreditsRequest)
+    _, cost = translated(services, principal, body)
+    return w.CreditsPublic(credits=to_credits(cost))
+
+
+@router.get("/jobs", response_model=w.JobsPage, response_model_exclude_none=True)
+def list_jobs(principal: PrincipalDep, services: ServicesDep,
+              status: Annotated[w.JobStatusWord | None, Query()] = None,
+              page_size: Annotated[int, Query(alias="pageSize", ge=1, le=100)] = 20,
+              page_token: Annotated[str | None, Query(alias="pageToken", max_length=20)] = None) -> w.JobsPage:
+    """The caller's jobs, newest first; `pageToken` is the `nextPageToken` of the previous page."""
+    offset = int(page_token) if page_token and page_token.isdigit() else 0
+    core = CORE_STATUS.get(status) if status is not None else None
+    if status is not None and core is None:
+        return w.JobsPage(jobs=[], total=0)
+    jobs, total = services.jobs.list(principal.tenant_id, status=core, limit=page_size, offset=offset)
+    more = offset + len(jobs) < total
+    return w.JobsPage(jobs=[public(services, j) for j in jobs], total=total,
+                      nextPageToken=str(offset + len(jobs)) if more else None)
+
+
+@router.get("/jobs/{job_id}", response_model=w.JobEnvelope, response_model_exclude_none=True)
+def get_job(job_id: str, principal: PrincipalDep, services: ServicesDep) -> w.JobEnvelope:
+    return envelope(services, services.jobs.get(principal.tenant_id, job_id))
+
+
+@router.post("/jobs/{job_id}/cancel", response_model=w.JobEnvelope, response_model_exclude_none=True)
+def cancel_job(job_id: str, principal: PrincipalDep, services: ServicesDep) -> w.JobEnvelope:
+    """A queued job stops at once; a running one within a denoising step. Credits are released."""
+    return envelope(services, services.jobs.cancel(principal.tenant_id, job_id))
+
+
+@router.delete("/jobs/{job_id}", response_model=w.JobEnvelope, response_model_exclude_none=True)
+def delete_job(job_id: str, principal: PrincipalDep, services: ServicesDep) -> w.JobEnvelope:
+    """The seed API's DELETE: the same as cancel."""
+    return envelope(services, services.jobs.cancel(principal.tenant_id, job_id))
+
+
+@router.get("/jobs/{job_id}/events", response_class=StreamingResponse,
+            responses={200: {"content": {"text/event-stream": {}}}})
+def job_events(job_id: str, principal: PrincipalDep, services: ServicesDep) -> StreamingResponse:
+    """Server-Sent Events: a `job` event with the job object on every change, until it ends."""
+    services.jobs.get(principal.tenant_id, job_id)  # 404 before the stream starts
+    return StreamingResponse(sse_stream(services, principal.tenant_id, job_id), media_type="text/event-stream",
+                             headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
+
+
+async def sse_stream(services: Services, tenant_id: str, job_id: str) -> AsyncIterator[str]:
+    last: str | None = None
+    n = 0
+    idle = 0.0
+    while True:
+        job = await asyncio.to_thread(services.jobs.get, tenant_id, job_id)
+        data = json.dumps(public(services, job).model_dump(mode="json", exclude_none=True), sort_keys=True)
+        # Signed URLs change every second; compare on what a client cares about.
+        key = json.dumps([job.status.value, job.progress, job.attempt])
+        if key != last:
+            n += 1
+            last, idle = key, 0.0
+            yield f"event: job\nid: {n}\ndata: {data}\n\n"
+            if job.status.terminal:
+                yield "event: end\ndata: {}\n\n"
+                return
+        elif idle >= SSE_KEEPALIVE:
+            idle = 0.0
+            yield ": keep-alive\n\n"
+        await services.events.wait(job_id, SSE_POLL)
+        idle += SSE_POLL
+
+
+# ---- resources -------------------------------------------------------------------------------------
+
+
+@router.post("/resource/image", response_model=w.ResourcePublic, response_model_exclude_none=True)
+async def create_resource(request: Request, principal: PrincipalDep, services: ServicesDep) -> w.ResourcePublic:
+    """Step one of an upload: a resource id and a signed URL to PUT the image bytes to."""
+    body = await parse(request, w.ResourceCreate) if await request.body() else w.ResourceCreate()
+    store = resources(services)
+    res = store.create(principal.tenant_id)
+    return resource_public(res, store.put_url(res, body.expire_sec))
+
+
+@router.put("/resource/image/{resource_id}", response_model=w.ResourcePublic, response_model_exclude_none=True)
+async def put_resource(resource_id: str, request: Request, services: ServicesDep, t: str = Query(),
+                       e: int = Query(), s: str = Query()) -> w.ResourcePublic:
+    """Step two: the image bytes, to the signed URL step one returned (no API key needed)."""
+    store = resources(services)
+    store.verify_put(resource_id, t, e, s)
+    data = await read_capped(request, services.settings.max_upload_bytes)
+    res = await asyncio.to_thread(store.store, t, resource_id, data, request.headers.get("content-type"))
+    return resource_public(res)
+
+
+@router.post("/resource/image/upload", response_model=w.ResourcePublic, response_model_exclude_none=True)
+async def upload_resource(request: Request, principal: PrincipalDep, services: ServicesDep) -> w.ResourcePublic:
+    """One-step upload: a multipart form with the image in field `file` (or `image`)."""
+    limit = services.settings.max_upload_bytes
+    declared = int(request.headers.get("content-length") or 0)
+    if declared > limit + 64 * 1024:
+        raise PayloadTooLarge(f"file: the upload is larger than {limit:,} bytes")
+    form = await request.form(max_files=1, max_fields=10)
+    upload = form.get("file") or form.get("image")
+    if not isinstance(upload, UploadFile):
+        raise InvalidParams("file: a multipart file field named 'file' is required", code="invalid_params",
+                            field="file")
+    data = await upload.read(limit + 1)
+    if len(data) > limit:
+        raise PayloadTooLarge(f"file: the upload is larger than {limit:,} bytes")
+    store = resources(services)
+    res = store.create(principal.tenant_id)
+    res = await asyncio.to_thread(store.store, principal.tenant_id, res.id, data, upload.content_type)
+    return resource_public(res)
+
+
+@router.get("/resource/image/{resource_id}", response_model=w.ResourcePublic, response_model_exclude_none=True)
+def get_resource(resource_id: str, principal: PrincipalDep, services: ServicesDep) -> w.ResourcePublic:
+    return resource_public(resources(services).get(principal.tenant_id, resource_id))
+
+
+async def read_capped(request: Request, limit: int) -> bytes:
+    if int(request.headers.get("content-length") or 0) > limit:
+        raise PayloadTooLarge(f"image: the upload is larger than {limit:,} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"image: the upload is larger than {limit:,} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)

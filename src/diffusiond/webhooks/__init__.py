@@ -1,0 +1,1 @@
+"""Webhooks: the outbox dispatcher, Standard Webhooks signing, SSRF-safe delivery with retries."""

@@ -1,0 +1,70 @@
+"""Servers for the `/v1/jobs` contract tests: one without workers (jobs stay queued, so queue and
+cancel behaviour is deterministic) and one with a worker running the tiny model."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+
+from tests.conftest import LiveServer, free_port, prepare_home
+
+KeyFactory = Callable[..., str]
+
+
+def start_server(home: Path, tiny_sd_dir: Path, **env: str) -> LiveServer:
+    prepare_home(home, tiny_sd_dir)
+    live = LiveServer(home=home, port=free_port(),
+                      env={"DIFFUSIOND_DEFAULT_MODEL": "tiny", "DIFFUSIOND_WEBHOOK_ALLOW_HOSTS": "127.0.0.1",
+                           **env})
+    live.start()
+    return live
+
+
+@pytest.fixture(scope="session")
+def queue_server(tmp_path_factory: pytest.TempPathFactory, tiny_sd_dir: Path) -> Iterator[LiveServer]:
+    """No workers: submitted jobs wait in the queue until canceled."""
+    live = start_server(tmp_path_factory.mktemp("jobs-queue"), tiny_sd_dir, DIFFUSIOND_EXECUTOR="none")
+    yield live
+    live.stop()
+
+
+def key_factory(live: LiveServer) -> Iterator[KeyFactory]:
+    services = live.services()
+
+    def make(credits: float = 100.0, admin: bool = False) -> str:
+        return services.keys.create("test", admin=admin, credits_milli=round(credits * 1000)).key
+
+    yield make
+    services.db.dispose()
+
+
+@pytest.fixture
+def queue_key(queue_server: LiveServer) -> Iterator[KeyFactory]:
+    yield from key_factory(queue_server)
+
+
+def png_bytes(size: tuple[int, int] = (64, 64), colour: tuple[int, int, int] = (200, 30, 30),
+              fmt: str = "PNG") -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, colour).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def upload(client: httpx.Client, data: bytes, mime: str = "image/png") -> str:
+    r = client.post("/v1/resource/image/upload", files={"file": ("x", data, mime)})
+    assert r.status_code == 200, r.text
+    return str(r.json()["resourceId"])
+
+
+def txt2img_stages(prompt: str = "a red circle", size: int = 64, steps: int = 2, count: int = 1,
+                   seed: int = 7) -> list[dict[str, object]]:
+    return [
+        {"type": "INPUT_INITIALIZE", "inputInitialize": {"seed": str(seed), "count": str(count)}},
+        {"type": "DIFFUSION", "diffusion": {"width": str(size), "height": str(size), "prompts": [{"text": prompt}],
+                                            "sdModel": "tiny", "steps": str(steps), "cfgScale": 5}},
+    ]
