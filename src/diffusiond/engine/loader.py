@@ -95,7 +95,8 @@ def prepare_config_dir(family: str, cache_dir: Path) -> Path:
     if base != family:  # the inpainting variant: 9 input channels and the inpaint pipeline class
         _patch_json(target / "unet" / "config.json", in_channels=9)
         index = json.loads((target / "model_index.json").read_text())
-        _patch_json(target / "model_index.json", _class_name=index["_class_name"].replace("Pipeline", "InpaintPipeline"))
+        inpaint_class = index["_class_name"].replace("Pipeline", "InpaintPipeline")
+        _patch_json(target / "model_index.json", _class_name=inpaint_class)
     sd1_tokenizer = family.startswith("sd15")
     write_clip_tokenizer(target / "tokenizer", pad_token=EOS if sd1_tokenizer or base == "sdxl" else "!")
     if base == "sdxl":
@@ -136,10 +137,11 @@ def load_checkpoint(
 
 
 def _load_folder(path: Path, family: str, dtype: torch.dtype | None) -> LoadedModel:
-    from diffusers import DiffusionPipeline
+    import diffusers
 
-    pipe = DiffusionPipeline.from_pretrained(
-        str(path), local_files_only=True, use_safetensors=True, torch_dtype=dtype
+    loader: Any = diffusers.DiffusionPipeline
+    pipe = loader.from_pretrained(
+        str(path), local_files_only=True, use_safetensors=True, dtype=dtype
     )
     return LoadedModel(pipe=pipe, family=_refine_family(pipe, family))
 
@@ -152,7 +154,7 @@ def _load_single_file(path: Path, config_dir: Path, family: str, dtype: torch.dt
     if pipeline_class is None or not hasattr(pipeline_class, "from_single_file"):
         raise InvalidParams(f"{config_dir}: pipeline class {class_name!r} cannot load single files")
     pipe = pipeline_class.from_single_file(
-        str(path), config=str(config_dir), local_files_only=True, torch_dtype=dtype
+        str(path), config=str(config_dir), local_files_only=True, dtype=dtype
     )
     return LoadedModel(pipe=pipe, family=_refine_family(pipe, family))
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
@@ -149,10 +149,11 @@ def clip_to_ldm(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def export_single_file(folder: Path, out: Path, *, write_config: bool = True) -> Path:
     """Write `folder` (a diffusers SD pipeline) as one LDM-layout `.safetensors` file at `out`."""
-    from diffusers import DiffusionPipeline
+    import diffusers
     from safetensors.torch import save_file
 
-    pipe = DiffusionPipeline.from_pretrained(str(folder), local_files_only=True, use_safetensors=True)
+    loader: Any = diffusers.DiffusionPipeline
+    pipe = loader.from_pretrained(str(folder), local_files_only=True, use_safetensors=True)
     unet_state = {k: v.detach().contiguous() for k, v in pipe.unet.state_dict().items()}
     vae_state = {k: v.detach().contiguous() for k, v in pipe.vae.state_dict().items()}
     text_state = pipe.text_encoder.state_dict()

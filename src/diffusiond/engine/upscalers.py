@@ -42,12 +42,17 @@ def ensure_spandrel_importable() -> None:
     """
     if "torchvision" in sys.modules or importlib.util.find_spec("torchvision") is not None:
         return
-    interpolation = enum.Enum(
-        "InterpolationMode",
-        {n: n.lower() for n in ("NEAREST", "NEAREST_EXACT", "BILINEAR", "BICUBIC", "BOX", "HAMMING", "LANCZOS")},
-    )
+    class InterpolationMode(enum.Enum):
+        NEAREST = "nearest"
+        NEAREST_EXACT = "nearest-exact"
+        BILINEAR = "bilinear"
+        BICUBIC = "bicubic"
+        BOX = "box"
+        HAMMING = "hamming"
+        LANCZOS = "lanczos"
+
     functional = types.ModuleType("torchvision.transforms.functional")
-    functional.InterpolationMode = interpolation  # type: ignore[attr-defined]
+    functional.InterpolationMode = InterpolationMode  # type: ignore[attr-defined]
     functional.rotate = _torchvision_missing  # type: ignore[attr-defined]
     functional.normalize = _torchvision_missing  # type: ignore[attr-defined]
     transforms = types.ModuleType("torchvision.transforms")

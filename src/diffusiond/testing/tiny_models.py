@@ -19,6 +19,13 @@ if TYPE_CHECKING:
 TINY_HIDDEN = 32
 
 
+def _diffusers() -> Any:
+    # diffusers ships partial type hints; the builders treat its classes as dynamic.
+    import diffusers
+
+    return diffusers
+
+
 def _seed(seed: int) -> None:
     import torch
 
@@ -26,8 +33,6 @@ def _seed(seed: int) -> None:
 
 
 def tiny_unet(in_channels: int = 4, *, sdxl: bool = False) -> Any:
-    from diffusers import UNet2DConditionModel
-
     _seed(0)
     extra: dict[str, Any] = {}
     if sdxl:
@@ -43,7 +48,7 @@ def tiny_unet(in_channels: int = 4, *, sdxl: bool = False) -> Any:
         }
     else:
         extra = {"cross_attention_dim": TINY_HIDDEN}
-    return UNet2DConditionModel(
+    return _diffusers().UNet2DConditionModel(
         block_out_channels=(32, 64),
         layers_per_block=2,
         sample_size=32,
@@ -57,10 +62,8 @@ def tiny_unet(in_channels: int = 4, *, sdxl: bool = False) -> Any:
 
 
 def tiny_vae() -> Any:
-    from diffusers import AutoencoderKL
-
     _seed(0)
-    return AutoencoderKL(
+    return _diffusers().AutoencoderKL(
         block_out_channels=(32, 64),
         in_channels=3,
         out_channels=3,
@@ -101,9 +104,7 @@ def tiny_tokenizer(folder: Path, pad_token: str = "<|endoftext|>") -> Any:
 
 
 def tiny_scheduler() -> Any:
-    from diffusers import DDIMScheduler
-
-    return DDIMScheduler(
+    return _diffusers().DDIMScheduler(
         beta_start=0.00085,
         beta_end=0.012,
         beta_schedule="scaled_linear",
@@ -130,35 +131,30 @@ def tiny_sd_components(work: Path, *, in_channels: int = 4) -> dict[str, Any]:
 
 def save_tiny_sd(folder: Path) -> Path:
     """Save a tiny SD 1.x pipeline as a diffusers folder of .safetensors files."""
-    from diffusers import StableDiffusionPipeline
-
-    pipe = StableDiffusionPipeline(**tiny_sd_components(folder.parent / f".{folder.name}-work"))
+    pipe = _diffusers().StableDiffusionPipeline(**tiny_sd_components(folder.parent / f".{folder.name}-work"))
     pipe.save_pretrained(str(folder), safe_serialization=True)
     return folder
 
 
 def save_tiny_sd_inpaint(folder: Path) -> Path:
     """Save a tiny inpainting pipeline: a 9-channel UNet (latents + mask + masked-image latents)."""
-    from diffusers import StableDiffusionInpaintPipeline
-
     components = tiny_sd_components(folder.parent / f".{folder.name}-work", in_channels=9)
-    StableDiffusionInpaintPipeline(**components).save_pretrained(str(folder), safe_serialization=True)
+    _diffusers().StableDiffusionInpaintPipeline(**components).save_pretrained(str(folder), safe_serialization=True)
     return folder
 
 
 def save_tiny_sdxl(folder: Path) -> Path:
     """Save a tiny SDXL pipeline (two text encoders, text_time conditioning)."""
-    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
-
+    diffusers = _diffusers()
     work = folder.parent / f".{folder.name}-work"
-    pipe = StableDiffusionXLPipeline(
+    pipe = diffusers.StableDiffusionXLPipeline(
         unet=tiny_unet(sdxl=True),
         vae=tiny_vae(),
         text_encoder=tiny_text_encoder(),
         text_encoder_2=tiny_text_encoder(with_projection=True, seed=1),
         tokenizer=tiny_tokenizer(work / "tok1"),
         tokenizer_2=tiny_tokenizer(work / "tok2", pad_token="!"),
-        scheduler=EulerDiscreteScheduler.from_config(tiny_scheduler().config),
+        scheduler=diffusers.EulerDiscreteScheduler.from_config(tiny_scheduler().config),
         image_encoder=None,
         feature_extractor=None,
     )
@@ -172,7 +168,6 @@ def save_tiny_lora(path: Path, *, rank: int = 4, seed: int = 1, scale: float = 0
     peft initialises lora_B to zero (a no-op adapter), so both matrices are filled with random values.
     """
     import torch
-    from diffusers import StableDiffusionPipeline
     from peft import LoraConfig
     from peft.utils import get_peft_model_state_dict
 
@@ -185,7 +180,7 @@ def save_tiny_lora(path: Path, *, rank: int = 4, seed: int = 1, scale: float = 0
                 param.copy_(torch.randn(param.shape, generator=generator) * scale)
     layers = get_peft_model_state_dict(unet)
     path.parent.mkdir(parents=True, exist_ok=True)
-    StableDiffusionPipeline.save_lora_weights(
+    _diffusers().StableDiffusionPipeline.save_lora_weights(
         str(path.parent), unet_lora_layers=layers, weight_name=path.name, safe_serialization=True
     )
     return path

@@ -1,0 +1,135 @@
+"""Warm pipelines, least-recently-used first out, with components shared across tasks.
+
+One UNet, VAE and text encoder serve txt2img, img2img and inpaint: the task pipelines are built
+from the loaded one with `from_pipe`, which reuses the same modules (no copy, no extra memory).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from diffusiond.domain.models import ModelKind
+from diffusiond.engine.context import ModelResolver
+from diffusiond.engine.loader import LoadedModel, load_checkpoint
+
+if TYPE_CHECKING:
+    import torch
+
+
+class Task(str, Enum):
+    TXT2IMG = "txt2img"
+    IMG2IMG = "img2img"
+    INPAINT = "inpaint"
+
+
+_PIPELINE_CLASSES = {
+    (False, Task.TXT2IMG): "StableDiffusionPipeline",
+    (False, Task.IMG2IMG): "StableDiffusionImg2ImgPipeline",
+    (False, Task.INPAINT): "StableDiffusionInpaintPipeline",
+    (True, Task.TXT2IMG): "StableDiffusionXLPipeline",
+    (True, Task.IMG2IMG): "StableDiffusionXLImg2ImgPipeline",
+    (True, Task.INPAINT): "StableDiffusionXLInpaintPipeline",
+}
+
+
+@dataclass
+class CachedModel:
+    """A loaded checkpoint and its task pipelines; hold `lock` while running a job on it.
+
+    The lock serialises jobs per model because LoRA adapters, textual-inversion tokens and the
+    scheduler are state on shared modules.
+    """
+
+    model_id: str
+    loaded: LoadedModel
+    scheduler_config: dict[str, Any]
+    scheduler_class: type[Any]  # the model's own, kept because jobs replace `pipe.scheduler`
+    device: torch.device
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    _pipes: dict[Task, Any] = field(default_factory=dict)
+
+    @property
+    def base(self) -> Any:
+        return self.loaded.pipe
+
+    def pipeline(self, task: Task) -> Any:
+        if task not in self._pipes:
+            import diffusers
+
+            cls = getattr(diffusers, _PIPELINE_CLASSES[(self.loaded.is_sdxl, task)])
+            pipe = self.base if isinstance(self.base, cls) else cls.from_pipe(self.base)
+            pipe.set_progress_bar_config(disable=True)
+            self._pipes[task] = pipe
+        return self._pipes[task]
+
+
+class ModelCache:
+    """Keeps up to `capacity` checkpoints loaded on `device`."""
+
+    def __init__(
+        self,
+        resolver: ModelResolver,
+        cache_dir: Path,
+        device: torch.device,
+        dtype: torch.dtype,
+        capacity: int = 2,
+    ) -> None:
+        self._resolver = resolver
+        self._cache_dir = cache_dir
+        self._device = device
+        self._dtype = dtype
+        self._capacity = max(1, capacity)
+        self._models: OrderedDict[str, CachedModel] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, model_id: str) -> CachedModel:
+        """The cached model, loading it (and evicting the least recently used) when needed."""
+        with self._lock:
+            if model_id in self._models:
+                self._models.move_to_end(model_id)
+                return self._models[model_id]
+            cached = self._load(model_id)
+            self._models[model_id] = cached
+            while len(self._models) > self._capacity:
+                self._evict(next(iter(self._models)))
+            return cached
+
+    def loaded_ids(self) -> list[str]:
+        with self._lock:
+            return list(self._models)
+
+    def _evict(self, model_id: str) -> None:
+        evicted = self._models.pop(model_id)
+        # Wait for a job still running on it; its modules are freed once the last reference goes.
+        with evicted.lock:
+            evicted._pipes.clear()
+        if self._device.type == "cuda":
+            import torch
+
+            torch.cuda.empty_cache()
+
+    def _load(self, model_id: str) -> CachedModel:
+        import torch
+
+        record = self._resolver.resolve(model_id, ModelKind.CHECKPOINT)
+        loaded = load_checkpoint(record, self._cache_dir, dtype=self._dtype)
+        pipe = loaded.pipe
+        pipe.to(self._device)
+        if self._device.type == "cuda":
+            pipe.unet.to(memory_format=torch.channels_last)
+            pipe.vae.to(memory_format=torch.channels_last)
+        # Attention runs through torch's scaled_dot_product_attention: diffusers' default processor
+        # (AttnProcessor2_0) whenever torch >= 2 provides SDPA, so nothing is overridden here.
+        pipe.set_progress_bar_config(disable=True)
+        return CachedModel(
+            model_id=model_id,
+            loaded=loaded,
+            scheduler_config=dict(pipe.scheduler.config),
+            scheduler_class=type(pipe.scheduler),
+            device=self._device,
+        )

@@ -1,0 +1,51 @@
+"""Text to image: denoise pure noise under a prompt."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from diffusiond.domain.errors import InvalidParams
+from diffusiond.domain.params import Diffusion
+from diffusiond.engine.progress import StepCallback, cpu_generators
+from diffusiond.engine.prompts import Conditioning
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+
+def check_inputs(diffusion: Diffusion, seeds: Sequence[int]) -> None:
+    if diffusion.width % 8 or diffusion.height % 8 or diffusion.width < 8 or diffusion.height < 8:
+        raise InvalidParams("width and height must be positive multiples of 8", code="invalid_height_or_width")
+    if diffusion.steps < 1:
+        raise InvalidParams("steps must be at least 1", field="steps")
+    if not seeds:
+        raise InvalidParams("at least one image is required", field="count")
+
+
+def run(
+    pipe: Any,
+    diffusion: Diffusion,
+    conditioning: Conditioning,
+    seeds: Sequence[int],
+    callback: StepCallback,
+) -> list[Image.Image]:
+    """Generate one image per seed with a txt2img pipeline (its scheduler already set)."""
+    # 1. Check inputs
+    check_inputs(diffusion, seeds)
+    # 2. Noise: image i draws its initial latents from its own seed
+    generators = cpu_generators(seeds)
+    # 3. Denoise and decode; the callback reports progress and raises Canceled
+    output = pipe(
+        **conditioning.as_kwargs(),
+        width=diffusion.width,
+        height=diffusion.height,
+        num_inference_steps=diffusion.steps,
+        guidance_scale=diffusion.cfg_scale,
+        num_images_per_prompt=len(seeds),
+        generator=generators,
+        callback_on_step_end=callback,
+        output_type="pil",
+    )
+    images: list[Image.Image] = list(output.images)
+    return images
