@@ -116,7 +116,7 @@ class DiffusionIn(WireIn):
     model_access_key: str | None = None
     schedule_name: str | None = None
     enable_ella: bool | None = None
-    enable_pix2pix: bool | None = None
+    enable_pix2pix: bool | None = Field(default=None, alias="enablePix2pix")
     use_hunyuan_dit: bool | None = None
     layer_diffusion: LayerDiffusionIn | None = None
     clip_encoder_name: str | None = None
