@@ -149,9 +149,9 @@ class Engine:
             return self._inpaint(stage, inputs, seeds, callback)
         if isinstance(stage, Upscale):
             return self._upscale(stage, inputs, seeds, callback)
-        raise NotImplementedError(
-            "the adetailer stage is not implemented yet: it needs a detector model runtime (planned)"
-        )
+        from diffusiond.engine import adetailer
+
+        return adetailer.run(stage, inputs, seeds, callback, self._resolver, self._diffuse)
 
     # -- stages -------------------------------------------------------------------------------
 
