@@ -33,15 +33,28 @@ def _torchvision_missing(*_args: Any, **_kwargs: Any) -> NoReturn:
 
 
 def ensure_spandrel_importable() -> None:
-    """Let `import spandrel` succeed when torchvision is absent.
+    """Import spandrel, even when torchvision is absent.
 
     spandrel imports torchvision at package import time for two architectures (LaMa, RestoreFormer)
-    that diffusiond never runs. Without torchvision the whole package fails to import, so a minimal
-    placeholder module is installed whose functions raise a clear error if one of those two
-    architectures is ever used. A real torchvision, when installed, is always preferred.
+    that diffusiond never runs. Without torchvision the whole package fails to import, so for the
+    duration of that one import a minimal placeholder module stands in, whose functions raise a
+    clear error if one of those two architectures is ever used. The placeholder is removed from
+    `sys.modules` right after: other libraries (transformers) probe for torchvision and must keep
+    seeing that it is not installed. A real torchvision, when installed, is always used.
     """
-    if "torchvision" in sys.modules or importlib.util.find_spec("torchvision") is not None:
+    if "spandrel" in sys.modules or importlib.util.find_spec("torchvision") is not None:
         return
+    placeholders = _torchvision_placeholders()
+    sys.modules.update(placeholders)
+    try:
+        import spandrel  # noqa: F401
+    finally:
+        for name, module in placeholders.items():
+            if sys.modules.get(name) is module:
+                del sys.modules[name]
+
+
+def _torchvision_placeholders() -> dict[str, types.ModuleType]:
     class InterpolationMode(enum.Enum):
         NEAREST = "nearest"
         NEAREST_EXACT = "nearest-exact"
@@ -60,9 +73,7 @@ def ensure_spandrel_importable() -> None:
     root = types.ModuleType("torchvision")
     root.transforms = transforms  # type: ignore[attr-defined]
     root.__doc__ = "diffusiond placeholder: torchvision is not installed (see engine/upscalers.py)"
-    sys.modules.update(
-        {"torchvision": root, "torchvision.transforms": transforms, "torchvision.transforms.functional": functional}
-    )
+    return {"torchvision": root, "torchvision.transforms": transforms, "torchvision.transforms.functional": functional}
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
