@@ -6,12 +6,13 @@ import base64
 import uuid
 from typing import Annotated
 
+import pydantic
 from fastapi import APIRouter, Header, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.datastructures import FormData
 
 from diffusiond.api.deps import PrincipalDep, ServicesDep
-from diffusiond.api.errors import dialect_route
+from diffusiond.api.errors import dialect_route, validation_to_domain
 from diffusiond.api.stability import schemas as s
 from diffusiond.api.stability.translate import diffusion, form_fields, random_seed, read_upload
 from diffusiond.auth.keys import Principal
@@ -31,7 +32,9 @@ MAX_FORM_FIELDS = 200
 
 def render_error(request: Request, err: DomainError) -> Response:
     body = s.StabilityError(id=uuid.uuid4().hex, name=err.code, message=err.message)
-    return JSONResponse(body.model_dump(), status_code=err.status)
+    # The spec files every invalid_* error (file size included) under 400.
+    status = 400 if err.code.startswith("invalid_") else err.status
+    return JSONResponse(body.model_dump(), status_code=status)
 
 
 router = APIRouter(prefix="/v1", tags=["stability v1"], route_class=dialect_route(render_error, FIELD_CODES))
@@ -148,7 +151,10 @@ async def upscale(engine_id: str, request: Request, principal: PrincipalDep, ser
                   accept: AcceptHeader = "application/json") -> Response:
     model = engine(services, engine_id, ModelKind.UPSCALER)
     form = await read_form(request)
-    body = s.UpscaleForm.model_validate(form_fields(form))
+    try:
+        body = s.UpscaleForm.model_validate(form_fields(form))
+    except pydantic.ValidationError as e:  # upscale sizes are not the diffusion size rule
+        raise validation_to_domain(list(e.errors()), {}) from None
     if body.width and body.height:
         raise InvalidParams("only one of width or height may be specified", code="bad_request")
     image = await upload_image(services, principal, form, "image")
