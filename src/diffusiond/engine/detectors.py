@@ -3,8 +3,8 @@
 Pluggable: a detector is anything with `detect(image) -> list[Detection]`. Shipped:
 - `shapes` (alias `shapes_bbox`): offline, no weights. Connected components of pixels that differ
   from the background colour (the median of the border), for the bundled shapes model's pictures
-  (flat-coloured shapes on a flat background). Each component is one region; its confidence is how
-  far its colour is from the background (0..1).
+  (flat-coloured shapes on a flat background). Each component is one region; its confidence is its
+  mean colour distance from the background over the largest possible distance (0..1).
 - user weights: a `.safetensors` file registered as a `detector` model
   (`diffusiond models add det.safetensors my-det --kind detector`). It holds a small fully
   convolutional heat-map detector, see `ConvHeatmapDetector`.
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 BUILTIN_DETECTORS = frozenset({"shapes", "shapes_bbox"})
 MIN_AREA_FRACTION = 0.001  # components smaller than this share of the image are noise
+MAX_DISTANCE = 441.673  # the largest RGB distance, sqrt(3) * 255
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,7 @@ class ShapesDetector:
         min_area = max(4, int(MIN_AREA_FRACTION * distance.size))
         out = []
         for mask in components(distance > self.threshold, min_area):
-            score = float(min(distance[mask].mean() / 255.0, 1.0))
+            score = float(min(distance[mask].mean() / MAX_DISTANCE, 1.0))
             out.append(detection_of(mask, score))
         return sorted(out, key=lambda d: -d.score)
 
