@@ -112,7 +112,8 @@ def engine(resolver: Resolver, tmp_path_factory: pytest.TempPathFactory) -> Engi
 def diffusion(model: str = "tiny", prompt: str = "a red circle on a blue square", **kwargs: object) -> Diffusion:
     """A short tiny-model run: 64x64, few steps."""
     defaults: dict[str, object] = {"width": 64, "height": 64, "steps": 4, "cfg_scale": 5.0}
-    return Diffusion(model=model, prompts=(WeightedPrompt(prompt),), **{**defaults, **kwargs})  # type: ignore[arg-type]
+    defaults["prompts"] = (WeightedPrompt(prompt),)
+    return Diffusion(model=model, **{**defaults, **kwargs})  # type: ignore[arg-type]
 
 
 def pixels(image: Image.Image) -> list[int]:

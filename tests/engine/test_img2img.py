@@ -6,7 +6,7 @@ from PIL import Image
 from diffusiond.domain.params import Img2Img, JobSpec, Txt2Img
 from diffusiond.engine.img2img import effective_steps
 from diffusiond.engine.runner import Engine
-from tests.engine.conftest import Context, diffusion, max_abs_diff
+from tests.engine.conftest import Context, diffusion
 
 
 def mean_abs_diff(a: Image.Image, b: Image.Image) -> float:

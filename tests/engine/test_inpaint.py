@@ -5,7 +5,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from diffusiond.domain.errors import InvalidParams
-from diffusiond.domain.params import InpaintFill, Inpaint, JobSpec, MaskSource, Txt2Img
+from diffusiond.domain.params import Inpaint, InpaintFill, JobSpec, MaskSource, Txt2Img
 from diffusiond.engine.inpaint import build_mask
 from diffusiond.engine.runner import Engine
 from tests.engine.conftest import Context, diffusion
@@ -42,10 +42,11 @@ def inside_box_diff(a: Image.Image, b: Image.Image) -> float:
 def sources(ctx: Context) -> dict[MaskSource, tuple[object, object]]:
     init = init_image()
     rgba = init.copy()
-    rgba.putalpha(Image.eval(white_mask(), lambda v: 255 - v))  # transparent inside the box
+    black = Image.eval(white_mask(), lambda v: 255 - v)
+    rgba.putalpha(black)  # transparent inside the box
     return {
         MaskSource.MASK_IMAGE_WHITE: (ctx.put("init", init), ctx.put("white", white_mask())),
-        MaskSource.MASK_IMAGE_BLACK: (ctx.put("init", init), ctx.put("black", Image.eval(white_mask(), lambda v: 255 - v))),
+        MaskSource.MASK_IMAGE_BLACK: (ctx.put("init", init), ctx.put("black", black)),
         MaskSource.INIT_IMAGE_ALPHA: (ctx.put("rgba", rgba), None),
     }
 
