@@ -70,6 +70,7 @@ class TinyModels:
     sd: Path
     inpaint: Path
     lora: Path
+    lora_kohya: Path
     embedding: Path
     esrgan_safetensors: Path
     esrgan_pth: Path
@@ -85,6 +86,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory, tiny_sd_dir: Path) -> TinyMod
         sd=tiny_sd_dir,
         inpaint=tiny_models.save_tiny_sd_inpaint(root / "inpaint"),
         lora=tiny_models.save_tiny_lora(root / "lora" / "tiny_lora.safetensors"),
+        lora_kohya=tiny_models.save_tiny_lora(root / "lora" / "tiny_lora_kohya.safetensors", kohya=True),
         embedding=tiny_models.save_tiny_embedding(root / "emb" / "tiny_emb.safetensors"),
         esrgan_safetensors=tiny_models.save_tiny_esrgan(root / "esrgan" / "x2.safetensors"),
         esrgan_pth=tiny_models.save_tiny_esrgan(root / "esrgan" / "x2.pth"),
@@ -97,6 +99,7 @@ def resolver(tiny: TinyModels) -> Resolver:
     r.add(ModelRecord("tiny", ModelKind.CHECKPOINT, ModelFormat.DIFFUSERS, str(tiny.sd), family="tiny"))
     r.add(ModelRecord("tiny-inpaint", ModelKind.CHECKPOINT, ModelFormat.DIFFUSERS, str(tiny.inpaint), family="tiny"))
     r.add(ModelRecord("tiny-lora", ModelKind.LORA, ModelFormat.SAFETENSORS, str(tiny.lora), family="tiny"))
+    r.add(ModelRecord("tiny-kohya", ModelKind.LORA, ModelFormat.SAFETENSORS, str(tiny.lora_kohya), family="tiny"))
     r.add(ModelRecord("tiny-emb", ModelKind.EMBEDDING, ModelFormat.SAFETENSORS, str(tiny.embedding), family="tiny"))
     r.add(ModelRecord("x2", ModelKind.UPSCALER, ModelFormat.SAFETENSORS, str(tiny.esrgan_safetensors), "esrgan"))
     r.add(ModelRecord("x2-pth", ModelKind.UPSCALER, ModelFormat.PTH, str(tiny.esrgan_pth), family="esrgan"))

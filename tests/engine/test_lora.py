@@ -30,6 +30,20 @@ def test_lora_changes_output_and_leaves_no_trace(engine: Engine, ctx: Context) -
     assert active_adapters(pipe) == []
 
 
+def test_kohya_file_matches_the_diffusers_file(engine: Engine, ctx: Context) -> None:
+    peft = run(engine, ctx, diffusion(loras=(LoraRef("tiny-lora", 0.8),)))
+    kohya = run(engine, ctx, diffusion(loras=(LoraRef("tiny-kohya", 0.8),)))
+    assert kohya == peft
+    assert active_adapters(engine.cache.get("tiny").base) == []
+
+
+def test_two_loras_stack(engine: Engine, ctx: Context) -> None:
+    one = run(engine, ctx, diffusion(loras=(LoraRef("tiny-lora", 0.5),)))
+    two = run(engine, ctx, diffusion(loras=(LoraRef("tiny-lora", 0.5), LoraRef("tiny-kohya", 0.5))))
+    assert one != two
+    assert active_adapters(engine.cache.get("tiny").base) == []
+
+
 def test_lora_refuses_pickles(engine: Engine, ctx: Context, resolver: Resolver, tmp_path: Path) -> None:
     pt = tmp_path / "lora.pt"
     pt.write_bytes(b"never read")

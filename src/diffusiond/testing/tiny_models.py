@@ -162,8 +162,8 @@ def save_tiny_sdxl(folder: Path) -> Path:
     return folder
 
 
-def save_tiny_lora(path: Path, *, rank: int = 4, seed: int = 1, scale: float = 0.5) -> Path:
-    """Save a diffusers/peft-format LoRA for the tiny SD UNet with large enough weights to matter.
+def tiny_lora_layers(*, rank: int = 4, seed: int = 1, scale: float = 0.5) -> dict[str, torch.Tensor]:
+    """diffusers/peft-format LoRA weights for the tiny SD UNet, large enough to matter.
 
     peft initialises lora_B to zero (a no-op adapter), so both matrices are filled with random values.
     """
@@ -178,12 +178,39 @@ def save_tiny_lora(path: Path, *, rank: int = 4, seed: int = 1, scale: float = 0
         for name, param in unet.named_parameters():
             if "lora_" in name:
                 param.copy_(torch.randn(param.shape, generator=generator) * scale)
-    layers = get_peft_model_state_dict(unet)
+    layers: dict[str, torch.Tensor] = get_peft_model_state_dict(unet)
+    return layers
+
+
+def save_tiny_lora(path: Path, *, rank: int = 4, seed: int = 1, kohya: bool = False) -> Path:
+    """Save the tiny LoRA as a diffusers/peft file, or with `kohya=True` in kohya-ss naming.
+
+    Both files hold the same weights (kohya alpha = rank, so its scale is 1): they must give the
+    same images.
+    """
+    from safetensors.torch import save_file
+
+    layers = tiny_lora_layers(rank=rank, seed=seed)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _diffusers().StableDiffusionPipeline.save_lora_weights(
-        str(path.parent), unet_lora_layers=layers, weight_name=path.name, safe_serialization=True
-    )
+    if kohya:
+        save_file(_to_kohya(layers, rank), str(path))
+    else:
+        _diffusers().StableDiffusionPipeline.save_lora_weights(
+            str(path.parent), unet_lora_layers=layers, weight_name=path.name, safe_serialization=True
+        )
     return path
+
+
+def _to_kohya(layers: dict[str, torch.Tensor], rank: int) -> dict[str, torch.Tensor]:
+    import torch
+
+    out: dict[str, torch.Tensor] = {}
+    for key, value in layers.items():
+        module, _, kind = key.rpartition(".lora_")
+        name = "lora_unet_" + module.replace(".", "_")
+        out[f"{name}.{'lora_down' if kind.startswith('A') else 'lora_up'}.weight"] = value.contiguous()
+        out[f"{name}.alpha"] = torch.tensor(float(rank))
+    return out
 
 
 def save_tiny_embedding(path: Path, *, vectors: int = 2, seed: int = 2) -> Path:
