@@ -213,14 +213,18 @@ def _to_kohya(layers: dict[str, torch.Tensor], rank: int) -> dict[str, torch.Ten
     return out
 
 
-def save_tiny_embedding(path: Path, *, vectors: int = 2, seed: int = 2) -> Path:
-    """Save a textual-inversion embedding for the tiny text encoder (A1111 'emb_params' layout)."""
+def save_tiny_embedding(path: Path, *, vectors: int = 2, seed: int = 2, sdxl: bool = False) -> Path:
+    """Save a textual-inversion embedding for the tiny text encoder(s).
+
+    SD layout: A1111's `emb_params`; SDXL layout: one tensor per encoder, `clip_l` and `clip_g`.
+    """
     import torch
     from safetensors.torch import save_file
 
     generator = torch.Generator().manual_seed(seed)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({"emb_params": torch.randn((vectors, TINY_HIDDEN), generator=generator)}, str(path))
+    names = ("clip_l", "clip_g") if sdxl else ("emb_params",)
+    save_file({name: torch.randn((vectors, TINY_HIDDEN), generator=generator) for name in names}, str(path))
     return path
 
 

@@ -1,0 +1,48 @@
+"""The SDXL code paths (two text encoders, pooled embeddings, time ids) on a tiny SDXL model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageDraw
+
+from diffusiond.domain.models import ModelFormat, ModelKind, ModelRecord
+from diffusiond.domain.params import EmbeddingRef, Img2Img, Inpaint, JobSpec, Txt2Img, WeightedPrompt
+from diffusiond.engine.runner import Engine
+from tests.engine.conftest import Context, Resolver, diffusion, max_abs_diff
+
+
+@pytest.fixture(scope="module")
+def xl(tmp_path_factory: pytest.TempPathFactory, resolver: Resolver) -> str:
+    from diffusiond.testing.tiny_models import save_tiny_embedding, save_tiny_sdxl
+
+    root = tmp_path_factory.mktemp("xl")
+    folder = save_tiny_sdxl(root / "tiny-xl")
+    emb = save_tiny_embedding(root / "xl_emb.safetensors", sdxl=True)
+    resolver.add(ModelRecord("tiny-xl", ModelKind.CHECKPOINT, ModelFormat.DIFFUSERS, str(folder), family="sdxl"))
+    resolver.add(ModelRecord("tiny-xl-emb", ModelKind.EMBEDDING, ModelFormat.SAFETENSORS, str(emb), family="sdxl"))
+    return "tiny-xl"
+
+
+def test_sdxl_txt2img_img2img_inpaint(engine: Engine, ctx: Context, xl: str) -> None:
+    d = diffusion(xl, prompts=(WeightedPrompt("a cat"), WeightedPrompt("a hat", 0.5)))
+    mask = Image.new("L", (64, 64), 0)
+    ImageDraw.Draw(mask).rectangle((8, 8, 31, 31), fill=255)
+    spec = JobSpec(stages=(Txt2Img(d), Img2Img(d, strength=0.5), Inpaint(d, mask=ctx.put("m", mask))), count=2, seed=4)
+    out = engine.run(spec, ctx)
+    assert [g.image.size for g in out] == [(64, 64), (64, 64)]
+    assert max_abs_diff(out[0].image, out[1].image) > 0
+    again = engine.run(JobSpec(stages=(Txt2Img(d),), seed=4), ctx)[0].image
+    assert again.tobytes() == engine.run(JobSpec(stages=(Txt2Img(d),), seed=4), ctx)[0].image.tobytes()
+    assert engine.cache.get(xl).loaded.is_sdxl
+
+
+def test_sdxl_embedding_loads_into_both_encoders(engine: Engine, ctx: Context, xl: str, tmp_path: Path) -> None:
+    prompt = "a photo of xlemb"
+    plain = engine.run(JobSpec(stages=(Txt2Img(diffusion(xl, prompt=prompt)),), seed=1), ctx)[0].image
+    ref = EmbeddingRef("tiny-xl-emb", token="xlemb")
+    embedded = engine.run(JobSpec(stages=(Txt2Img(diffusion(xl, prompt=prompt, embeddings=(ref,))),), seed=1), ctx)
+    assert embedded[0].image.tobytes() != plain.tobytes()
+    pipe = engine.cache.get(xl).base
+    assert "xlemb" not in pipe.tokenizer.get_vocab() and "xlemb" not in pipe.tokenizer_2.get_vocab()
