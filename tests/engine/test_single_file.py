@@ -128,3 +128,52 @@ def test_every_family_prepares_tokenizers(tmp_path: Path) -> None:
     assert {p.name for p in CONFIGS.iterdir() if p.is_dir()} >= {"sd15", "sd15_inpaint", "sd2_v", "sd2_base", "sdxl"}
     xl = json.loads((prepare_config_dir("sdxl_inpaint", tmp_path) / "model_index.json").read_text())
     assert xl["_class_name"] == "StableDiffusionXLInpaintPipeline"
+
+
+def _shapes_like_unet() -> object:
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(
+        sample_size=16, block_out_channels=(32, 64, 64), layers_per_block=1, cross_attention_dim=32,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"), attention_head_dim=8,
+        norm_num_groups=16,
+    )
+
+
+def _real_sd15_unet() -> object:
+    from accelerate import init_empty_weights
+    from diffusers import UNet2DConditionModel
+
+    with init_empty_weights():  # the real 860M-parameter layout, without allocating it
+        return UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(str(CONFIGS / "sd15" / "unet")))
+
+
+@pytest.mark.parametrize("build", [_shapes_like_unet, _real_sd15_unet], ids=["shapes-like", "sd15"])
+def test_unet_mapping_inverts_diffusers_conversion(build: object) -> None:
+    from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
+
+    from diffusiond.engine.single_file import unet_to_ldm
+
+    unet = build()  # type: ignore[operator]
+    state = unet.state_dict()
+    back = convert_ldm_unet_checkpoint(unet_to_ldm(state, unet.config.layers_per_block), dict(unet.config))
+    assert back.keys() == state.keys()
+    assert all(back[k] is state[k] for k in state)
+
+
+def test_vae_mapping_inverts_diffusers_conversion() -> None:
+    from diffusers import AutoencoderKL
+    from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
+
+    from diffusiond.engine.single_file import vae_to_ldm
+
+    for kwargs in ({"mid_block_add_attention": False, "layers_per_block": 1}, {"layers_per_block": 2}):
+        vae = AutoencoderKL(
+            block_out_channels=(32, 64, 64), down_block_types=("DownEncoderBlock2D",) * 3,
+            up_block_types=("UpDecoderBlock2D",) * 3, norm_num_groups=16, **kwargs,  # type: ignore[arg-type]
+        )
+        state = vae.state_dict()
+        back = convert_ldm_vae_checkpoint(vae_to_ldm(state, 3), dict(vae.config))
+        assert back.keys() == state.keys()
+        assert all(torch.equal(back[k], state[k]) for k in state)

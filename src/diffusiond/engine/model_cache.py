@@ -52,6 +52,7 @@ class CachedModel:
     device: torch.device
     lock: threading.Lock = field(default_factory=threading.Lock)
     _pipes: dict[Task, Any] = field(default_factory=dict)
+    _vaes: OrderedDict[str, Any] = field(default_factory=OrderedDict)
 
     @property
     def base(self) -> Any:
@@ -66,6 +67,23 @@ class CachedModel:
             pipe.set_progress_bar_config(disable=True)
             self._pipes[task] = pipe
         return self._pipes[task]
+
+
+    def pipelines(self) -> list[Any]:
+        """The base pipeline and every task pipeline built from it so far."""
+        pipes = [self.base, *self._pipes.values()]
+        return [pipe for i, pipe in enumerate(pipes) if all(pipe is not p for p in pipes[:i])]
+
+    def vae(self, vae_id: str, resolver: ModelResolver) -> Any:
+        """A VAE override for this model, loaded once and kept (the last two used)."""
+        from diffusiond.engine.vae import load_vae
+
+        if vae_id not in self._vaes:
+            self._vaes[vae_id] = load_vae(resolver.resolve(vae_id, ModelKind.VAE), self.base.vae)
+            while len(self._vaes) > 2:
+                self._vaes.popitem(last=False)
+        self._vaes.move_to_end(vae_id)
+        return self._vaes[vae_id]
 
 
 class ModelCache:

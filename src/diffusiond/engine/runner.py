@@ -220,35 +220,34 @@ class Engine:
         self, diffusion: Diffusion, task: Task, seeds: list[int], callback: StepCallback, body: TaskBody
     ) -> list[Image.Image]:
         """Run `body(pipe, conditioning)` on the model's task pipeline with the job's adapters applied."""
+        from diffusiond.engine.model_cache import Task
+        from diffusiond.engine.prompts import encode_prompts
+
         cached = self.cache.get(diffusion.model)
-        with cached.lock, self._job_state(cached, diffusion):
-            from diffusiond.engine.model_cache import Task
-            from diffusiond.engine.prompts import encode_prompts
-
+        with cached.lock:
             if task == Task.TXT2IMG and cached.loaded.is_inpaint_unet:
-                return self._txt2img_with_inpaint_unet(cached, diffusion, seeds, callback)
+                task, body = Task.INPAINT, self._blank_canvas_inpaint(diffusion, seeds, callback)
+            # Built before the job's state is applied, so a VAE swap reaches this pipeline too
             pipe = cached.pipeline(task)
-            pipe.scheduler = self._scheduler(cached, diffusion)
-            cond = encode_prompts(cached.base, diffusion, cached.device, is_sdxl=cached.loaded.is_sdxl)
-            return body(pipe, cond)
+            with self._job_state(cached, diffusion):
+                pipe.scheduler = self._scheduler(cached, diffusion)
+                cond = encode_prompts(cached.base, diffusion, cached.device, is_sdxl=cached.loaded.is_sdxl)
+                return body(pipe, cond)
 
-    def _txt2img_with_inpaint_unet(
-        self, cached: CachedModel, diffusion: Diffusion, seeds: list[int], callback: StepCallback
-    ) -> list[Image.Image]:
+    def _blank_canvas_inpaint(self, diffusion: Diffusion, seeds: list[int], callback: StepCallback) -> TaskBody:
         """A 9-channel inpainting UNet cannot run plain txt2img: inpaint a blank canvas instead."""
         from PIL import Image as PILImage
 
         from diffusiond.engine import inpaint
-        from diffusiond.engine.model_cache import Task
-        from diffusiond.engine.prompts import encode_prompts
 
         size = (diffusion.width, diffusion.height)
         canvas = [PILImage.new("RGB", size, (127, 127, 127)) for _ in seeds]
         masks = [PILImage.new("L", size, 255) for _ in seeds]
-        pipe = cached.pipeline(Task.INPAINT)
-        pipe.scheduler = self._scheduler(cached, diffusion)
-        cond = encode_prompts(cached.base, diffusion, cached.device, is_sdxl=cached.loaded.is_sdxl)
-        return inpaint.run(pipe, diffusion, cond, canvas, masks, seeds, callback)
+
+        def body(pipe: Any, cond: Conditioning) -> list[Image.Image]:
+            return inpaint.run(pipe, diffusion, cond, canvas, masks, seeds, callback)
+
+        return body
 
     def _scheduler(self, cached: CachedModel, diffusion: Diffusion) -> Any:
         from diffusiond.engine.schedulers import build_scheduler
@@ -260,14 +259,14 @@ class Engine:
 
     @contextmanager
     def _job_state(self, cached: CachedModel, diffusion: Diffusion) -> Iterator[None]:
-        """LoRAs and embeddings on the shared modules for this job only, and the VAE override."""
+        """LoRAs, embeddings and the VAE override on the shared modules, for this job only."""
         from diffusiond.engine.embeddings import applied_embeddings
         from diffusiond.engine.lora import applied_loras
+        from diffusiond.engine.vae import swapped_vae
 
+        vae = cached.vae(diffusion.vae, self._resolver) if diffusion.vae is not None else None
         with ExitStack() as stack:
             stack.enter_context(applied_loras(cached.base, diffusion.loras, self._resolver))
             stack.enter_context(applied_embeddings(cached.base, diffusion.embeddings, self._resolver))
-            if diffusion.vae is not None:
-                raise InvalidParams("custom VAEs are not supported yet", code="unsupported_vae", field="vae")
+            stack.enter_context(swapped_vae(cached.pipelines(), vae))
             yield
-
