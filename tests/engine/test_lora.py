@@ -44,6 +44,27 @@ def test_two_loras_stack(engine: Engine, ctx: Context) -> None:
     assert active_adapters(engine.cache.get("tiny").base) == []
 
 
+def test_lora_that_does_not_fit_leaves_no_adapter(
+    engine: Engine, ctx: Context, resolver: Resolver, tmp_path: Path
+) -> None:
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    good = resolver.resolve("tiny-kohya", ModelKind.LORA).path
+    state = load_file(good)
+    # the last module gets matrices of the wrong width: loading fails half-way through
+    last = sorted(k for k in state if k.endswith("lora_down.weight"))[-1]
+    state[last] = torch.zeros(state[last].shape[0], 7)
+    bad = tmp_path / "bad.safetensors"
+    save_file(state, str(bad))
+    resolver.add(ModelRecord("bad-lora", ModelKind.LORA, ModelFormat.SAFETENSORS, str(bad)))
+    base = run(engine, ctx, diffusion())
+    with pytest.raises(InvalidParams):
+        run(engine, ctx, diffusion(loras=(LoraRef("tiny-lora"), LoraRef("bad-lora"))))
+    assert active_adapters(engine.cache.get("tiny").base) == []
+    assert run(engine, ctx, diffusion()) == base
+
+
 def test_lora_refuses_pickles(engine: Engine, ctx: Context, resolver: Resolver, tmp_path: Path) -> None:
     pt = tmp_path / "lora.pt"
     pt.write_bytes(b"never read")

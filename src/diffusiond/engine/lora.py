@@ -56,6 +56,8 @@ def applied_loras(pipe: Any, loras: Sequence[LoraRef], resolver: ModelResolver) 
             try:
                 pipe.load_lora_weights(source, adapter_name=name, **kwargs)
             except (ValueError, KeyError, RuntimeError) as exc:
+                if name in active_adapters(pipe):  # registered on some modules before it failed
+                    names.append(name)
                 raise InvalidParams(f"LoRA {ref.model_id} does not fit this model: {exc}", field="loras") from exc
             names.append(name)
         pipe.set_adapters(names, adapter_weights=[ref.weight for ref in loras])
