@@ -1,0 +1,1 @@
+"""Training code: the bundled `shapes` base model (and later LoRA)."""

@@ -1,0 +1,500 @@
+"""Train the bundled `shapes` text-to-image model from scratch, on this machine's CPU.
+
+The result is an ordinary Stable Diffusion folder (CLIP text encoder + tokenizer, UNet2DConditionModel,
+AutoencoderKL, a standard scheduler) so it runs through exactly the code paths real SD 1.x checkpoints
+use. The recipe follows diffusers' `train_text_to_image.py`, shrunk to fit a 2-core CPU:
+
+1. a synthetic dataset of coloured shapes (`shapes_dataset`), rendered once;
+2. an AutoencoderKL with 4x downsampling (64x64 RGB -> 16x16x4), trained with MSE + a tiny KL term;
+3. the dataset's latents, encoded once, and the latent scaling factor measured from them;
+4. a small UNet2DConditionModel and a small CLIPTextModel, trained jointly with the epsilon objective,
+   min-SNR weighting, a little offset noise, 10% empty captions (for classifier-free guidance) and an
+   EMA of the weights;
+5. the EMA weights saved with `save_pretrained(safe_serialization=True)` plus a TRAINING.json.
+
+Deterministic given the seed: fixed thread count, seeded generators, a fixed data order.
+Run: `python -m diffusiond.engine.training.shapes_base --out DIR --seed 0`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import platform
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from diffusiond.engine.training import shapes_dataset
+
+if TYPE_CHECKING:
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+# The SD 1.x noise schedule, so every sampler's defaults behave as they do on real checkpoints.
+SCHEDULE: dict[str, Any] = {
+    "num_train_timesteps": 1000,
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "prediction_type": "epsilon",
+    "steps_offset": 1,
+    "clip_sample": False,
+    "set_alpha_to_one": False,
+}
+
+
+@dataclass(frozen=True)
+class ShapesTrainConfig:
+    """Every knob of one training run; the defaults produce the shipped weights."""
+
+    seed: int = 0
+    resolution: int = 64
+    dataset_size: int = 12000
+    # Autoencoder
+    vae_steps: int = 1200
+    vae_batch_size: int = 16
+    vae_crop: int = 32
+    vae_lr: float = 3e-3
+    vae_latent_l2: float = 1e-5
+    # UNet + text encoder
+    unet_steps: int = 4000
+    batch_size: int = 16
+    lr: float = 5e-4
+    warmup_steps: int = 200
+    snapshot_every: int = 0
+    caption_dropout: float = 0.1
+    noise_offset: float = 0.05
+    snr_gamma: float = 5.0
+    ema_decay: float = 0.998
+    # Architecture
+    unet_channels: tuple[int, ...] = (32, 64, 64)
+    text_hidden: int = 64
+    text_layers: int = 3
+    # One thread: on a shared CPU, two OpenMP threads spin against other processes and run up to
+    # 5x slower than one (measured while other test suites ran).
+    threads: int = 1
+
+
+# -- 0. Components -------------------------------------------------------------------------------
+
+
+def build_vae() -> AutoencoderKL:
+    """A 3-level AutoencoderKL: 64x64x3 <-> 16x16x4."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
+        block_out_channels=(32, 64, 64),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=16,
+        sample_size=64,
+        # No attention: the autoencoder is trained on crops and must not depend on the image size.
+        mid_block_add_attention=False,
+    )
+
+
+def build_text_encoder(config: ShapesTrainConfig) -> CLIPTextModel:
+    """A small CLIP text transformer over the full CLIP vocabulary (so the real tokenizer fits)."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from diffusiond.engine.clip_tokenizer import VOCAB_SIZE
+
+    return CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=VOCAB_SIZE,
+            hidden_size=config.text_hidden,
+            intermediate_size=config.text_hidden * 4,
+            num_hidden_layers=config.text_layers,
+            num_attention_heads=4,
+            max_position_embeddings=77,
+            projection_dim=config.text_hidden,
+            bos_token_id=VOCAB_SIZE - 2,
+            eos_token_id=VOCAB_SIZE - 1,
+            pad_token_id=VOCAB_SIZE - 1,
+        )
+    )
+
+
+def build_unet(config: ShapesTrainConfig) -> UNet2DConditionModel:
+    """A small SD-style UNet on 16x16 latents: cross-attention at 16x16 and 8x8, plain blocks at 4x4."""
+    from diffusers import UNet2DConditionModel
+
+    levels = len(config.unet_channels)
+    return UNet2DConditionModel(
+        sample_size=config.resolution // 4,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=config.unet_channels,
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D",) * (levels - 1) + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (levels - 1),
+        cross_attention_dim=config.text_hidden,
+        attention_head_dim=8,
+        norm_num_groups=16,
+    )
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+
+
+@contextmanager
+def _progress(total: int, desc: str, enabled: bool) -> Iterator[Any]:
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, desc=desc, disable=not enabled, dynamic_ncols=True, mininterval=2.0)
+    try:
+        yield bar
+    finally:
+        bar.close()
+
+
+def _lr_factor(step: int, warmup: int) -> float:
+    # Linear warm-up, then constant; the EMA does the annealing. With no dependence on the total,
+    # the checkpoint at step K of a long run is exactly the result of a run with K steps.
+    return min(1.0, (step + 1) / warmup)
+
+
+def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, step: int, decay: float) -> None:
+    import torch
+
+    # Warm-up the decay (as diffusers' EMAModel does) so early EMA weights are not mostly random init.
+    d = min(decay, (1 + step) / (10 + step))
+    with torch.no_grad():
+        for e, p in zip(ema.parameters(), model.parameters(), strict=True):
+            e.lerp_(p, 1.0 - d)
+
+
+def _render_dataset(config: ShapesTrainConfig, progress: bool) -> tuple[np.ndarray, list[str]]:
+    images = np.empty((config.dataset_size, config.resolution, config.resolution, 3), dtype=np.uint8)
+    captions: list[str] = []
+    with _progress(config.dataset_size, "render dataset", progress) as bar:
+        for i, item in enumerate(shapes_dataset.iter_samples(config.dataset_size, seed=config.seed,
+                                                             size=config.resolution)):
+            images[i] = shapes_dataset.to_array(item.image)
+            captions.append(item.caption)
+            bar.update(1)
+    return images, captions
+
+
+def _to_tensor(images: np.ndarray) -> torch.Tensor:
+    import torch
+
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
+def _batches(count: int, batch_size: int, steps: int, generator: torch.Generator) -> Iterable[torch.Tensor]:
+    """`steps` batches of indices from reshuffled epochs over `count` items."""
+    import torch
+
+    order = torch.empty(0, dtype=torch.long)
+    for _ in range(steps):
+        if len(order) < batch_size:
+            order = torch.cat([order, torch.randperm(count, generator=generator)])
+        yield order[:batch_size]
+        order = order[batch_size:]
+
+
+# -- 2. Autoencoder --------------------------------------------------------------------------------
+
+
+def train_vae(images: np.ndarray, config: ShapesTrainConfig, progress: bool) -> tuple[AutoencoderKL, float]:
+    """Train the autoencoder; returns it (eval mode) and its final reconstruction MSE."""
+    import torch
+
+    generator = torch.Generator().manual_seed(config.seed + 1)
+    vae = build_vae()
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=config.vae_lr, weight_decay=0.0)
+    loss_ema = float("nan")
+    vae.train()
+    with _progress(config.vae_steps, "train vae", progress) as bar:
+        for step, idx in enumerate(_batches(len(images), config.vae_batch_size, config.vae_steps, generator)):
+            for group in optimizer.param_groups:
+                group["lr"] = config.vae_lr * _lr_factor(step, 50)
+            x = _random_crop(_to_tensor(images[idx.numpy()]), config.vae_crop, generator)
+            # A deterministic autoencoder (the posterior mean) plus a small L2 pull on the latents
+            # instead of the KL term: it converges several times faster than sampling, and the
+            # variance is pinned near zero afterwards (see `_pin_posterior_variance`).
+            z = vae.encode(x).latent_dist.mean
+            mse = torch.nn.functional.mse_loss(vae.decode(z).sample, x)
+            loss = mse + config.vae_latent_l2 * z.pow(2).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+            optimizer.step()
+            loss_ema = mse.item() if math.isnan(loss_ema) else 0.98 * loss_ema + 0.02 * mse.item()
+            bar.set_postfix(mse=f"{loss_ema:.5f}", refresh=False)
+            bar.update(1)
+    _pin_posterior_variance(vae)
+    return vae.eval(), loss_ema
+
+
+def _random_crop(x: torch.Tensor, crop: int, generator: torch.Generator) -> torch.Tensor:
+    """One random crop, aligned to the 4-pixel latent grid, for the whole batch."""
+    import torch
+
+    if crop >= x.shape[-1]:
+        return x
+    cells = (x.shape[-1] - crop) // 4 + 1
+    i, j = (4 * int(v) for v in torch.randint(0, cells, (2,), generator=generator))
+    return x[:, :, i : i + crop, j : j + crop]
+
+
+def _pin_posterior_variance(vae: AutoencoderKL) -> None:
+    """Make the encoder's log-variance a constant -30 (diffusers' clamp), so `sample()` == `mean`.
+
+    img2img and inpainting encode with `latent_dist.sample()`; with the variance pinned, a strength
+    near 0 gives back the init image instead of a noisier copy.
+    """
+    import torch
+
+    channels = vae.config.latent_channels
+    with torch.no_grad():
+        vae.quant_conv.weight[channels:].zero_()
+        vae.quant_conv.bias[channels:].fill_(-30.0)
+
+
+# -- 3. Latents ------------------------------------------------------------------------------------
+
+
+def encode_latents(vae: AutoencoderKL, images: np.ndarray, progress: bool) -> torch.Tensor:
+    """The posterior means of every image, unscaled, as one (N, 4, h, w) tensor."""
+    import torch
+
+    chunks = []
+    with torch.no_grad(), _progress(len(images), "encode latents", progress) as bar:
+        for start in range(0, len(images), 256):
+            chunk = images[start : start + 256]
+            chunks.append(vae.encode(_to_tensor(chunk)).latent_dist.mean)
+            bar.update(len(chunk))
+    return torch.cat(chunks)
+
+
+# -- 4. UNet + text encoder ------------------------------------------------------------------------
+
+
+def _tokenize(tokenizer: CLIPTokenizer, captions: list[str]) -> torch.Tensor:
+    ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                    return_tensors="pt").input_ids
+    return ids  # type: ignore[no-any-return]
+
+
+def train_diffusion(
+    latents: torch.Tensor,
+    captions: list[str],
+    tokenizer: CLIPTokenizer,
+    config: ShapesTrainConfig,
+    progress: bool,
+    on_snapshot: Callable[[int, UNet2DConditionModel, CLIPTextModel, float], None] | None = None,
+) -> tuple[UNet2DConditionModel, CLIPTextModel, float]:
+    """Train UNet and text encoder jointly; returns their EMA copies and the final smoothed loss.
+
+    Every `config.snapshot_every` steps `on_snapshot(step, ema_unet, ema_text, loss)` is called.
+    """
+    import torch
+    from diffusers import DDPMScheduler
+
+    generator = torch.Generator().manual_seed(config.seed + 2)
+    noise_scheduler = DDPMScheduler(**{k: v for k, v in SCHEDULE.items() if k != "set_alpha_to_one"})
+    alphas_cumprod = noise_scheduler.alphas_cumprod
+    snr = alphas_cumprod / (1.0 - alphas_cumprod)
+    unet, text_encoder = build_unet(config), build_text_encoder(config)
+    ema_unet, ema_text = copy.deepcopy(unet).requires_grad_(False), copy.deepcopy(text_encoder).requires_grad_(False)
+    params = list(unet.parameters()) + list(text_encoder.parameters())
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=1e-2)
+    ids = _tokenize(tokenizer, captions)
+    empty_ids = _tokenize(tokenizer, [""])
+
+    unet.train()
+    text_encoder.train()
+    loss_ema = float("nan")
+    with _progress(config.unet_steps, "train unet+text", progress) as bar:
+        for step, idx in enumerate(_batches(len(latents), config.batch_size, config.unet_steps, generator)):
+            for group in optimizer.param_groups:
+                group["lr"] = config.lr * _lr_factor(step, config.warmup_steps)
+            x0 = latents[idx]
+            b = x0.shape[0]
+            # Empty captions 10% of the time: the unconditional branch of classifier-free guidance.
+            drop = torch.rand(b, generator=generator) < config.caption_dropout
+            input_ids = torch.where(drop[:, None], empty_ids.expand(b, -1), ids[idx])
+            # Offset noise lets the model move the mean colour of the image, which plain noise at
+            # SD's terminal SNR barely allows; colour is what this model is about.
+            noise = torch.randn(x0.shape, generator=generator)
+            noise += config.noise_offset * torch.randn((b, x0.shape[1], 1, 1), generator=generator)
+            t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (b,), generator=generator)
+            noisy = noise_scheduler.add_noise(x0, noise, t)
+
+            hidden = text_encoder(input_ids).last_hidden_state
+            pred = unet(noisy, t, hidden).sample
+            # Min-SNR-gamma weighting (Hang et al. 2023), epsilon form: converges several times faster.
+            weight = torch.clamp(snr[t], max=config.snr_gamma) / snr[t]
+            per_sample = (pred - noise).pow(2).mean(dim=(1, 2, 3))
+            loss = (weight * per_sample).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            _ema_update(ema_unet, unet, step, config.ema_decay)
+            _ema_update(ema_text, text_encoder, step, config.ema_decay)
+            mse = per_sample.mean().item()
+            loss_ema = mse if math.isnan(loss_ema) else 0.99 * loss_ema + 0.01 * mse
+            bar.set_postfix(loss=f"{loss_ema:.4f}", refresh=False)
+            bar.update(1)
+            done = step + 1
+            if on_snapshot and config.snapshot_every and done % config.snapshot_every == 0 \
+                    and done < config.unet_steps:
+                on_snapshot(done, ema_unet, ema_text, loss_ema)
+    return ema_unet.eval(), ema_text.eval(), loss_ema
+
+
+# -- 5. Save ---------------------------------------------------------------------------------------
+
+
+def save_pipeline(
+    out_dir: Path, vae: AutoencoderKL, unet: UNet2DConditionModel, text_encoder: CLIPTextModel,
+    tokenizer: CLIPTokenizer,
+) -> None:
+    """Write a StableDiffusionPipeline folder of safetensors (UNet and VAE in fp16 to stay small)."""
+    import torch
+    from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
+
+    scheduler = EulerDiscreteScheduler(**{k: v for k, v in SCHEDULE.items()
+                                          if k not in ("clip_sample", "set_alpha_to_one")},
+                                       timestep_spacing="trailing")
+    # The text encoder stays fp32: transformers loads weights in their stored dtype by default and
+    # fp16 CPU inference is slow. diffusers up-casts fp16 UNet/VAE weights to fp32 on load.
+    pipe = StableDiffusionPipeline(
+        vae=copy.deepcopy(vae).to(torch.float16),
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=copy.deepcopy(unet).to(torch.float16),
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(out_dir, safe_serialization=True)
+
+
+def train_shapes(
+    out_dir: Path,
+    *,
+    seed: int = 0,
+    vae_steps: int | None = None,
+    unet_steps: int | None = None,
+    dataset_size: int | None = None,
+    snapshot_every: int | None = None,
+    progress: bool = True,
+    config: ShapesTrainConfig | None = None,
+) -> Path:
+    """Train the `shapes` model and write it as a diffusers folder at `out_dir`; returns `out_dir`."""
+    import dataclasses
+
+    import torch
+    from transformers import CLIPTokenizer
+
+    from diffusiond.engine.clip_tokenizer import write_clip_tokenizer
+
+    # 1. Configuration and determinism
+    config = config or ShapesTrainConfig()
+    overrides = {"seed": seed, "vae_steps": vae_steps, "unet_steps": unet_steps, "dataset_size": dataset_size,
+                 "snapshot_every": snapshot_every}
+    config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
+    started = time.monotonic()
+    torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    # Denormals make CPU math crawl; flush them to zero (the weights are unaffected in practice).
+    torch.set_flush_denormal(True)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_clip_tokenizer(out_dir / "tokenizer")
+    tokenizer = CLIPTokenizer.from_pretrained(out_dir / "tokenizer")
+
+    # 2. Dataset and autoencoder
+    images, captions = _render_dataset(config, progress)
+    vae, vae_mse = train_vae(images, config, progress)
+
+    # 3. Latents and their scale: SD multiplies latents by `scaling_factor` so they have unit variance.
+    latents = encode_latents(vae, images, progress)
+    scaling_factor = float(1.0 / latents.std())
+    vae.register_to_config(scaling_factor=round(scaling_factor, 5))
+    latents = latents * vae.config.scaling_factor
+    del images
+
+    # 4. UNet and text encoder, with optional snapshots: each is a complete model, identical to what
+    #    a run with that many steps produces (see `_lr_factor`).
+    def write(folder: Path, steps: int, unet: UNet2DConditionModel, text: CLIPTextModel, loss: float) -> None:
+        save_pipeline(folder, vae, unet, text, tokenizer)
+        stats = {"unet_steps": steps, "final_vae_mse": round(vae_mse, 6), "final_diffusion_loss": round(loss, 5)}
+        _write_record(folder, dataclasses.replace(config, unet_steps=steps), started, stats)
+
+    def snapshot(steps: int, unet: UNet2DConditionModel, text: CLIPTextModel, loss: float) -> None:
+        write(out_dir / "checkpoints" / f"step-{steps}", steps, unet, text, loss)
+
+    unet, text_encoder, diffusion_loss = train_diffusion(latents, captions, tokenizer, config, progress, snapshot)
+
+    # 5. Save
+    write(out_dir, config.unet_steps, unet, text_encoder, diffusion_loss)
+    return out_dir
+
+
+def _write_record(folder: Path, config: ShapesTrainConfig, started: float, stats: dict[str, Any]) -> None:
+    """TRAINING.json: how these weights were made, so anyone can reproduce them."""
+    import torch
+
+    defaults = ShapesTrainConfig()
+    flags = "".join(f" --{name.replace('_', '-')} {getattr(config, name)}"
+                    for name in ("vae_steps", "unet_steps", "dataset_size")
+                    if getattr(config, name) != getattr(defaults, name))
+    record = {
+        "command": f"diffusiond train-base shapes --out OUT --seed {config.seed}{flags}",
+        "config": asdict(config),
+        "wall_time_s": round(time.monotonic() - started, 1),
+        **stats,
+        "machine": {"platform": platform.platform(), "cpu": _cpu_name(), "cpu_count": os.cpu_count(),
+                    "torch_threads": config.threads, "torch": torch.__version__},
+    }
+    (folder / "TRAINING.json").write_text(json.dumps(record, indent=2) + "\n")
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """CLI entry point: `python -m diffusiond.engine.training.shapes_base --out DIR [--seed N]`."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--vae-steps", type=int, default=None)
+    parser.add_argument("--unet-steps", type=int, default=None)
+    parser.add_argument("--dataset-size", type=int, default=None)
+    parser.add_argument("--snapshot-every", type=int, default=None, help="save checkpoints/step-K every K steps")
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    out = train_shapes(args.out, seed=args.seed, vae_steps=args.vae_steps, unet_steps=args.unet_steps,
+                       dataset_size=args.dataset_size, snapshot_every=args.snapshot_every, progress=not args.quiet)
+    print(json.loads((out / "TRAINING.json").read_text()))
+
+
+if __name__ == "__main__":
+    main()
