@@ -46,3 +46,20 @@ def test_sdxl_embedding_loads_into_both_encoders(engine: Engine, ctx: Context, x
     assert embedded[0].image.tobytes() != plain.tobytes()
     pipe = engine.cache.get(xl).base
     assert "xlemb" not in pipe.tokenizer.get_vocab() and "xlemb" not in pipe.tokenizer_2.get_vocab()
+
+
+def test_sdxl_encoding_matches_diffusers_and_chunks(engine: Engine, xl: str) -> None:
+    import torch
+
+    from diffusiond.engine.prompts import encode_prompts
+
+    pipe = engine.cache.get(xl).base
+    cpu = torch.device("cpu")
+    ours = encode_prompts(pipe, diffusion(xl, prompt="a cat"), cpu, is_sdxl=True)
+    with torch.no_grad():
+        embeds, negative, pooled, negative_pooled = pipe.encode_prompt("a cat", device=cpu)
+    assert torch.equal(ours.prompt_embeds, embeds) and torch.equal(ours.pooled_prompt_embeds, pooled)
+    assert torch.equal(ours.negative_prompt_embeds, negative)  # zeros: force_zeros_for_empty_prompt
+    assert torch.equal(ours.negative_pooled_prompt_embeds, negative_pooled)
+    long = encode_prompts(pipe, diffusion(xl, prompt=" ".join(["cat"] * 100)), cpu, is_sdxl=True)
+    assert long.prompt_embeds.shape[1] == 154

@@ -3,7 +3,8 @@
 Several prompts combine as the weighted mean of their encoder states (and pooled vectors for SDXL),
 so weights steer the mix without changing the conditioning's overall scale. Prompts with a negative
 weight are treated as negative prompts of the opposite weight (Stability v1 semantics).
-`clip_skip` uses A1111's numbering: 1 is the last layer, 2 the penultimate one.
+`clip_skip` uses A1111's numbering: 1 is the last layer, 2 the penultimate one. Prompts longer
+than CLIP's 77 tokens are encoded in chunks (see `text_encoding.py`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from diffusiond.domain.errors import InvalidParams
 from diffusiond.domain.params import Diffusion, WeightedPrompt
 from diffusiond.engine.style_presets import apply_style
+from diffusiond.engine.text_encoding import chunks_needed, encode_text
 
 if TYPE_CHECKING:
     import torch
@@ -51,6 +53,8 @@ def split_by_sign(
 
 def encode_prompts(pipe: Any, diffusion: Diffusion, device: torch.device, *, is_sdxl: bool) -> Conditioning:
     """Encode a Diffusion's prompts, style preset and clip skip into conditioning tensors."""
+    import torch
+
     styled, styled_negatives = apply_style(diffusion.style_preset, diffusion.prompts, diffusion.negative_prompts)
     positive, negative = split_by_sign(styled, styled_negatives)
     if not positive:
@@ -59,18 +63,21 @@ def encode_prompts(pipe: Any, diffusion: Diffusion, device: torch.device, *, is_
         raise InvalidParams("clip_skip must be at least 1", field="clip_skip")
     # diffusers counts skipped layers from 0 (None = last layer); A1111 counts from 1.
     clip_skip = diffusion.clip_skip - 1 or None
-    encode = _encode_sdxl if is_sdxl else _encode_sd
-    embeds, pooled = _mix([encode(pipe, p.text, device, clip_skip) for p in positive], positive)
-    if negative:
-        neg_embeds, neg_pooled = _mix([encode(pipe, n.text, device, clip_skip) for n in negative], negative)
-    elif is_sdxl and getattr(pipe.config, "force_zeros_for_empty_prompt", False):
-        # SDXL was trained with zeroed unconditional embeddings, not the encoding of "".
-        import torch
+    chunks = chunks_needed(pipe, [p.text for p in positive + negative])
 
-        neg_embeds = torch.zeros_like(embeds)
-        neg_pooled = torch.zeros_like(pooled) if pooled is not None else None
-    else:
-        neg_embeds, neg_pooled = encode(pipe, "", device, clip_skip)
+    def encode(text: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return encode_text(pipe, text, chunks, device, clip_skip, is_sdxl=is_sdxl)
+
+    with torch.no_grad():
+        embeds, pooled = _mix([encode(p.text) for p in positive], positive)
+        if negative:
+            neg_embeds, neg_pooled = _mix([encode(n.text) for n in negative], negative)
+        elif is_sdxl and getattr(pipe.config, "force_zeros_for_empty_prompt", False):
+            # SDXL was trained with zeroed unconditional embeddings, not the encoding of "".
+            neg_embeds = torch.zeros_like(embeds)
+            neg_pooled = torch.zeros_like(pooled) if pooled is not None else None
+        else:
+            neg_embeds, neg_pooled = encode("")
     return Conditioning(embeds, neg_embeds, pooled, neg_pooled)
 
 
@@ -86,18 +93,4 @@ def _mix(
         embeds = embeds + part * (prompt.weight / total)
         if pooled is not None and part_pooled is not None:
             pooled = pooled + part_pooled * (prompt.weight / total)
-    return embeds, pooled
-
-
-def _encode_sd(pipe: Any, text: str, device: torch.device, clip_skip: int | None) -> tuple[torch.Tensor, None]:
-    embeds, _ = pipe.encode_prompt(text, device, 1, False, clip_skip=clip_skip)
-    return embeds, None
-
-
-def _encode_sdxl(
-    pipe: Any, text: str, device: torch.device, clip_skip: int | None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    embeds, _, pooled, _ = pipe.encode_prompt(
-        prompt=text, device=device, num_images_per_prompt=1, do_classifier_free_guidance=False, clip_skip=clip_skip
-    )
     return embeds, pooled
