@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable, Iterator
+from typing import Any
 from pathlib import Path
 
 import httpx
@@ -20,6 +21,7 @@ def start_server(home: Path, tiny_sd_dir: Path, **env: str) -> LiveServer:
     prepare_home(home, tiny_sd_dir)
     live = LiveServer(home=home, port=free_port(),
                       env={"DIFFUSIOND_DEFAULT_MODEL": "tiny", "DIFFUSIOND_WEBHOOK_ALLOW_HOSTS": "127.0.0.1",
+                           "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
                            **env})
     live.start()
     return live
@@ -68,3 +70,44 @@ def txt2img_stages(prompt: str = "a red circle", size: int = 64, steps: int = 2,
         {"type": "DIFFUSION", "diffusion": {"width": str(size), "height": str(size), "prompts": [{"text": prompt}],
                                             "sdModel": "tiny", "steps": str(steps), "cfgScale": 5}},
     ]
+
+
+@pytest.fixture(scope="session")
+def work_server(tmp_path_factory: pytest.TempPathFactory, tiny_sd_dir: Path) -> Iterator[LiveServer]:
+    """One in-process worker running the tiny model."""
+    live = start_server(tmp_path_factory.mktemp("jobs-work"), tiny_sd_dir, DIFFUSIOND_WORKERS="1")
+    yield live
+    live.stop()
+
+
+@pytest.fixture
+def work_key(work_server: LiveServer) -> Iterator[KeyFactory]:
+    yield from key_factory(work_server)
+
+
+def wait_job(client: httpx.Client, job_id: str, statuses: set[str], timeout: float = 120.0) -> dict[str, Any]:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job: dict[str, Any] = client.get(f"/v1/jobs/{job_id}").json()["job"]
+        if job["status"] in statuses:
+            return job
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} did not reach {statuses}: {job}")
+
+
+def sse_events(client: httpx.Client, job_id: str, timeout: float = 120.0) -> list[dict[str, Any]]:
+    """Every `job` event of the job's stream, until the stream ends."""
+    import json
+
+    events: list[dict[str, Any]] = []
+    with client.stream("GET", f"/v1/jobs/{job_id}/events", timeout=timeout) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        kind = ""
+        for line in r.iter_lines():
+            if line.startswith("event: "):
+                kind = line.removeprefix("event: ")
+            elif line.startswith("data: ") and kind == "job":
+                events.append(json.loads(line.removeprefix("data: ")))
+    return events

@@ -294,7 +294,7 @@ def strength_of(value: float | None, default: float, where: str) -> float:
 
 
 def diffusion_stage(st: _State, block: w.DiffusionIn, lookups: Lookups, where: str) -> None:
-    d = diffusion_of(block, lookups, where, base=None, size=None)
+    d = diffusion_of(block, lookups, where, base=None, size=st.size)
     if st.size is None:  # nothing to start from: text to image
         st.stages.append(Txt2Img(d))
     else:
