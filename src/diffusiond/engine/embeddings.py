@@ -40,7 +40,7 @@ def _vectors_for(state: dict[str, Any], pair_index: int, pairs: int, name: str) 
         if key not in state:
             raise InvalidParams(f"embedding {name} is not an SDXL embedding (no {key!r} tensor)", field="embeddings")
         return state[key]
-    for key in ("emb_params", "clip_l", "string_to_param"):
+    for key in ("emb_params", "clip_l", "string_to_param.*"):  # A1111, SDXL-style, converted .pt
         if key in state:
             return state[key]
     if len(state) == 1:

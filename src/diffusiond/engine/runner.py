@@ -167,8 +167,9 @@ class Engine:
         from diffusiond.engine import img2img
         from diffusiond.engine.model_cache import Task
 
-        if strength == 0.0:  # no model needed to keep the image as it is
-            return img2img.run(None, diffusion, None, inits, seeds, 0.0, callback)  # type: ignore[arg-type]
+        if strength == 0.0:  # no model needed (or loaded) to keep the images as they are
+            img2img.check_inputs(inits, seeds, strength, end)
+            return [image.copy() for image in inits]
 
         def body(pipe: Any, cond: Conditioning) -> list[Image.Image]:
             return img2img.run(pipe, diffusion, cond, inits, seeds, strength, callback, end)
