@@ -1,1 +1,1 @@
-"""Helpers that build small real models for tests and demos."""
+"""Helpers for tests and demos: small real models (`tiny_models`) and pixel checks (`shapes_checks`)."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import importlib
 import json
 import math
 import os
@@ -29,7 +30,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
 
@@ -37,8 +38,13 @@ from diffusiond.engine.training import shapes_dataset
 
 if TYPE_CHECKING:
     import torch
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
+
+# diffusers and transformers carry no type information mypy can use; as elsewhere in engine/, their
+# objects are `Any`, named here by role.
+AutoencoderKL: TypeAlias = Any
+UNet2DConditionModel: TypeAlias = Any
+CLIPTextModel: TypeAlias = Any
+CLIPTokenizer: TypeAlias = Any
 
 # The SD 1.x noise schedule, so every sampler's defaults behave as they do on real checkpoints.
 SCHEDULE: dict[str, Any] = {
@@ -85,14 +91,17 @@ class ShapesTrainConfig:
     threads: int = 1
 
 
+def _class(module: str, name: str) -> Any:
+    """`module.name`, imported lazily (torch-heavy imports stay out of module import time)."""
+    return getattr(importlib.import_module(module), name)
+
+
 # -- 0. Components -------------------------------------------------------------------------------
 
 
 def build_vae() -> AutoencoderKL:
     """A 3-level AutoencoderKL: 64x64x3 <-> 16x16x4."""
-    from diffusers import AutoencoderKL
-
-    return AutoencoderKL(
+    return _class("diffusers", "AutoencoderKL")(
         in_channels=3,
         out_channels=3,
         down_block_types=("DownEncoderBlock2D",) * 3,
@@ -109,12 +118,10 @@ def build_vae() -> AutoencoderKL:
 
 def build_text_encoder(config: ShapesTrainConfig) -> CLIPTextModel:
     """A small CLIP text transformer over the full CLIP vocabulary (so the real tokenizer fits)."""
-    from transformers import CLIPTextConfig, CLIPTextModel
-
     from diffusiond.engine.clip_tokenizer import VOCAB_SIZE
 
-    return CLIPTextModel(
-        CLIPTextConfig(
+    return _class("transformers", "CLIPTextModel")(
+        _class("transformers", "CLIPTextConfig")(
             vocab_size=VOCAB_SIZE,
             hidden_size=config.text_hidden,
             intermediate_size=config.text_hidden * 4,
@@ -131,10 +138,8 @@ def build_text_encoder(config: ShapesTrainConfig) -> CLIPTextModel:
 
 def build_unet(config: ShapesTrainConfig) -> UNet2DConditionModel:
     """A small SD-style UNet on 16x16 latents: cross-attention at 16x16 and 8x8, plain blocks at 4x4."""
-    from diffusers import UNet2DConditionModel
-
     levels = len(config.unet_channels)
-    return UNet2DConditionModel(
+    return _class("diffusers", "UNet2DConditionModel")(
         sample_size=config.resolution // 4,
         in_channels=4,
         out_channels=4,
@@ -153,7 +158,7 @@ def build_unet(config: ShapesTrainConfig) -> UNet2DConditionModel:
 
 @contextmanager
 def _progress(total: int, desc: str, enabled: bool) -> Iterator[Any]:
-    from tqdm.auto import tqdm
+    from tqdm.auto import tqdm  # type: ignore[import-untyped]
 
     bar = tqdm(total=total, desc=desc, disable=not enabled, dynamic_ncols=True, mininterval=2.0)
     try:
@@ -305,14 +310,15 @@ def train_diffusion(
     Every `config.snapshot_every` steps `on_snapshot(step, ema_unet, ema_text, loss)` is called.
     """
     import torch
-    from diffusers import DDPMScheduler
 
     generator = torch.Generator().manual_seed(config.seed + 2)
-    noise_scheduler = DDPMScheduler(**{k: v for k, v in SCHEDULE.items() if k != "set_alpha_to_one"})
+    ddpm_config = {k: v for k, v in SCHEDULE.items() if k != "set_alpha_to_one"}
+    noise_scheduler = _class("diffusers", "DDPMScheduler")(**ddpm_config)
     alphas_cumprod = noise_scheduler.alphas_cumprod
     snr = alphas_cumprod / (1.0 - alphas_cumprod)
     unet, text_encoder = build_unet(config), build_text_encoder(config)
-    ema_unet, ema_text = copy.deepcopy(unet).requires_grad_(False), copy.deepcopy(text_encoder).requires_grad_(False)
+    ema_unet = copy.deepcopy(unet).requires_grad_(False)
+    ema_text = copy.deepcopy(text_encoder).requires_grad_(False)
     params = list(unet.parameters()) + list(text_encoder.parameters())
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=1e-2)
     ids = _tokenize(tokenizer, captions)
@@ -369,14 +375,13 @@ def save_pipeline(
 ) -> None:
     """Write a StableDiffusionPipeline folder of safetensors (UNet and VAE in fp16 to stay small)."""
     import torch
-    from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
 
-    scheduler = EulerDiscreteScheduler(**{k: v for k, v in SCHEDULE.items()
+    scheduler = _class("diffusers", "EulerDiscreteScheduler")(**{k: v for k, v in SCHEDULE.items()
                                           if k not in ("clip_sample", "set_alpha_to_one")},
                                        timestep_spacing="trailing")
     # The text encoder stays fp32: transformers loads weights in their stored dtype by default and
     # fp16 CPU inference is slow. diffusers up-casts fp16 UNet/VAE weights to fp32 on load.
-    pipe = StableDiffusionPipeline(
+    pipe = _class("diffusers", "StableDiffusionPipeline")(
         vae=copy.deepcopy(vae).to(torch.float16),
         text_encoder=text_encoder,
         tokenizer=tokenizer,
@@ -404,14 +409,13 @@ def train_shapes(
     import dataclasses
 
     import torch
-    from transformers import CLIPTokenizer
 
     from diffusiond.engine.clip_tokenizer import write_clip_tokenizer
 
     # 1. Configuration and determinism
     config = config or ShapesTrainConfig()
-    overrides = {"seed": seed, "vae_steps": vae_steps, "unet_steps": unet_steps, "dataset_size": dataset_size,
-                 "snapshot_every": snapshot_every}
+    overrides: dict[str, Any] = {"seed": seed, "vae_steps": vae_steps, "unet_steps": unet_steps,
+                                 "dataset_size": dataset_size, "snapshot_every": snapshot_every}
     config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
     started = time.monotonic()
     torch.set_num_threads(config.threads)
@@ -421,7 +425,7 @@ def train_shapes(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_clip_tokenizer(out_dir / "tokenizer")
-    tokenizer = CLIPTokenizer.from_pretrained(out_dir / "tokenizer")
+    tokenizer = _class("transformers", "CLIPTokenizer").from_pretrained(out_dir / "tokenizer")
 
     # 2. Dataset and autoencoder
     images, captions = _render_dataset(config, progress)
@@ -438,13 +442,15 @@ def train_shapes(
     #    a run with that many steps produces (see `_lr_factor`).
     def write(folder: Path, steps: int, unet: UNet2DConditionModel, text: CLIPTextModel, loss: float) -> None:
         save_pipeline(folder, vae, unet, text, tokenizer)
-        stats = {"unet_steps": steps, "final_vae_mse": round(vae_mse, 6), "final_diffusion_loss": round(loss, 5)}
+        stats = {"unet_steps": steps, "final_vae_mse": round(vae_mse, 6),
+                 "final_diffusion_loss": round(loss, 5)}
         _write_record(folder, dataclasses.replace(config, unet_steps=steps), started, stats)
 
     def snapshot(steps: int, unet: UNet2DConditionModel, text: CLIPTextModel, loss: float) -> None:
         write(out_dir / "checkpoints" / f"step-{steps}", steps, unet, text, loss)
 
-    unet, text_encoder, diffusion_loss = train_diffusion(latents, captions, tokenizer, config, progress, snapshot)
+    unet, text_encoder, diffusion_loss = train_diffusion(latents, captions, tokenizer, config, progress,
+                                                         snapshot)
 
     # 5. Save
     write(out_dir, config.unet_steps, unet, text_encoder, diffusion_loss)
@@ -488,11 +494,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--vae-steps", type=int, default=None)
     parser.add_argument("--unet-steps", type=int, default=None)
     parser.add_argument("--dataset-size", type=int, default=None)
-    parser.add_argument("--snapshot-every", type=int, default=None, help="save checkpoints/step-K every K steps")
+    parser.add_argument("--snapshot-every", type=int, default=None,
+                        help="also save checkpoints/step-K every K UNet steps")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     out = train_shapes(args.out, seed=args.seed, vae_steps=args.vae_steps, unet_steps=args.unet_steps,
-                       dataset_size=args.dataset_size, snapshot_every=args.snapshot_every, progress=not args.quiet)
+                       dataset_size=args.dataset_size, snapshot_every=args.snapshot_every,
+                       progress=not args.quiet)
     print(json.loads((out / "TRAINING.json").read_text()))
 
 

@@ -122,7 +122,9 @@ def shape_box(label: ShapeLabel, size: int, jitter: tuple[float, float, float] =
     return cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2
 
 
-def render(label: ShapeLabel, size: int = 64, jitter: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> Image.Image:
+def render(
+    label: ShapeLabel, size: int = 64, jitter: tuple[float, float, float] = (0.0, 0.0, 0.0)
+) -> Image.Image:
     """Draw `label` as an RGB image of `size` x `size` pixels."""
     big = size * _SUPERSAMPLE
     image = Image.new("RGB", (big, big), PALETTE[label.background])
