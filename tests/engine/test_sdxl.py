@@ -63,3 +63,16 @@ def test_sdxl_encoding_matches_diffusers_and_chunks(engine: Engine, xl: str) -> 
     assert torch.equal(ours.negative_pooled_prompt_embeds, negative_pooled)
     long = encode_prompts(pipe, diffusion(xl, prompt=" ".join(["cat"] * 100)), cpu, is_sdxl=True)
     assert long.prompt_embeds.shape[1] == 154
+
+
+def test_sdxl_single_file_round_trip(engine: Engine, ctx: Context, xl: str, resolver: Resolver, tmp_path: Path) -> None:
+    from diffusiond.engine.single_file import export_single_file
+
+    folder = Path(resolver.resolve(xl, ModelKind.CHECKPOINT).path)
+    path = export_single_file(folder, tmp_path / "xl.safetensors")
+    resolver.add(ModelRecord("tiny-xl-file", ModelKind.CHECKPOINT, ModelFormat.SAFETENSORS, str(path)))
+    images = [
+        engine.run(JobSpec(stages=(Txt2Img(diffusion(model, prompt="a cat")),), seed=5), ctx)[0].image.tobytes()
+        for model in (xl, "tiny-xl-file")
+    ]
+    assert images[0] == images[1]

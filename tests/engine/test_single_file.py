@@ -177,3 +177,15 @@ def test_vae_mapping_inverts_diffusers_conversion() -> None:
         back = convert_ldm_vae_checkpoint(vae_to_ldm(state, 3), dict(vae.config))
         assert back.keys() == state.keys()
         assert all(torch.equal(back[k], state[k]) for k in state)
+
+
+def test_sd2_text_layout_round_trip(tiny: TinyModels, tmp_path: Path) -> None:
+    path = export_single_file(tiny.sd, tmp_path / "sd2-style.safetensors", open_clip=True)
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        assert "cond_stage_model.model.transformer.resblocks.0.attn.in_proj_weight" in handle.keys()  # noqa: SIM118
+    loaded = load_checkpoint(ModelRecord("s", ModelKind.CHECKPOINT, ModelFormat.SAFETENSORS, str(path)), tmp_path)
+    folder = load_checkpoint(ModelRecord("d", ModelKind.CHECKPOINT, ModelFormat.DIFFUSERS, str(tiny.sd)), tmp_path)
+    a, b = folder.pipe.text_encoder.state_dict(), loaded.pipe.text_encoder.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

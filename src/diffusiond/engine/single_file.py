@@ -1,10 +1,10 @@
 """Export a diffusers SD 1.x/2.x-style folder to the original single-file (LDM) key layout.
 
 This is the inverse of what diffusers' `from_single_file` reads (`convert_ldm_unet_checkpoint`,
-`convert_ldm_vae_checkpoint`, `convert_ldm_clip_checkpoint`), written for any block count and
-`layers_per_block`, so small non-standard models (the bundled `shapes` model, test models) can be
-shipped and loaded as one `.safetensors` file. The text encoder must be a transformers
-`CLIPTextModel` (SD 1.x layout); OpenCLIP (SD 2.x) and SDXL exports are not supported.
+`convert_ldm_vae_checkpoint`, `convert_ldm_clip_checkpoint`, `convert_open_clip_checkpoint`),
+written for any block count and `layers_per_block`, so small non-standard models (the bundled
+`shapes` model, test models) can be shipped and loaded as one `.safetensors` file. SD 1.x, SD 2.x
+(OpenCLIP text tower) and SDXL (both text towers) layouts are written.
 
 A non-standard architecture has no shipped config, so `export_single_file` also writes the folder's
 configs and tokenizer, without weights, to the sibling folder `<stem>.config/`. The loader looks for
@@ -134,7 +134,7 @@ def _vae_key(key: str, num_blocks: int) -> str:
     return key.replace("conv_norm_out", "norm_out")
 
 
-def clip_to_ldm(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def clip_to_ldm(state: dict[str, torch.Tensor], prefix: str = CLIP_PREFIX) -> dict[str, torch.Tensor]:
     """Prefix a CLIPTextModel state dict the SD 1.x way (`cond_stage_model.transformer.text_model.`).
 
     transformers >= 5.6 flattened CLIPTextModel (no `text_model.` level); the file keeps the original
@@ -143,12 +143,70 @@ def clip_to_ldm(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         name = key if key.startswith("text_model.") else "text_model." + key
-        out[CLIP_PREFIX + name] = value.detach().contiguous()
+        out[prefix + name] = value.detach().contiguous()
     return out
 
 
-def export_single_file(folder: Path, out: Path, *, write_config: bool = True) -> Path:
-    """Write `folder` (a diffusers SD pipeline) as one LDM-layout `.safetensors` file at `out`."""
+_OPEN_CLIP_LAYER = {
+    "self_attn.out_proj.": "attn.out_proj.",
+    "layer_norm1.": "ln_1.",
+    "layer_norm2.": "ln_2.",
+    "mlp.fc1.": "mlp.c_fc.",
+    "mlp.fc2.": "mlp.c_proj.",
+}
+
+
+def open_clip_to_ldm(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """An OpenCLIP text tower (SD 2.x, SDXL's second encoder) in its original layout under `prefix`.
+
+    OpenCLIP keeps q, k and v as one `in_proj` matrix and stores the projection transposed.
+    """
+    import torch
+
+    out: dict[str, torch.Tensor] = {}
+    qkv: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
+    for full_key, value in state.items():
+        key = full_key.removeprefix("text_model.")
+        if m := re.match(r"encoder\.layers\.(\d+)\.self_attn\.([qkv])_proj\.(weight|bias)$", key):
+            qkv.setdefault((m[1], m[3]), {})[m[2]] = value
+        elif m := re.match(r"encoder\.layers\.(\d+)\.(.*)", key):
+            out[f"transformer.resblocks.{m[1]}.{_replace_prefix(m[2], _OPEN_CLIP_LAYER)}"] = value
+        elif key == "embeddings.token_embedding.weight":
+            out["token_embedding.weight"] = value
+        elif key == "embeddings.position_embedding.weight":
+            out["positional_embedding"] = value
+        elif key.startswith("final_layer_norm."):
+            out["ln_final." + key.rsplit(".", 1)[1]] = value
+        elif key == "text_projection.weight":
+            out["text_projection"] = value.T
+        elif "position_ids" not in key:
+            raise ValueError(f"cannot map text encoder key {full_key!r} to the OpenCLIP layout")
+    for (layer, kind), parts in qkv.items():
+        out[f"transformer.resblocks.{layer}.attn.in_proj_{kind}"] = torch.cat([parts["q"], parts["k"], parts["v"]])
+    return {prefix + k: v.detach().contiguous() for k, v in out.items()}
+
+
+def text_to_ldm(pipe: Any, *, open_clip: bool = False) -> dict[str, torch.Tensor]:
+    """The pipeline's text encoder(s) in the single-file layout of its family.
+
+    SDXL: CLIP-L under `conditioner.embedders.0.transformer.`, OpenCLIP under
+    `conditioner.embedders.1.model.`. SD 2.x (`open_clip=True`): `cond_stage_model.model.`.
+    SD 1.x: `cond_stage_model.transformer.`.
+    """
+    first = pipe.text_encoder.state_dict()
+    if getattr(pipe, "text_encoder_2", None) is not None:
+        clip_l = clip_to_ldm(first, "conditioner.embedders.0.transformer.")
+        return clip_l | open_clip_to_ldm(pipe.text_encoder_2.state_dict(), "conditioner.embedders.1.model.")
+    if open_clip:
+        return open_clip_to_ldm(first, "cond_stage_model.model.")
+    return clip_to_ldm(first)
+
+
+def export_single_file(folder: Path, out: Path, *, write_config: bool = True, open_clip: bool = False) -> Path:
+    """Write `folder` (a diffusers SD/SDXL pipeline) as one LDM-layout `.safetensors` file at `out`.
+
+    `open_clip=True` writes an SD 2.x-style text encoder (SDXL's layout is chosen automatically).
+    """
     import diffusers
     from safetensors.torch import save_file
 
@@ -156,10 +214,9 @@ def export_single_file(folder: Path, out: Path, *, write_config: bool = True) ->
     pipe = loader.from_pretrained(str(folder), local_files_only=True, use_safetensors=True)
     unet_state = {k: v.detach().contiguous() for k, v in pipe.unet.state_dict().items()}
     vae_state = {k: v.detach().contiguous() for k, v in pipe.vae.state_dict().items()}
-    text_state = pipe.text_encoder.state_dict()
     tensors = unet_to_ldm(unet_state, int(pipe.unet.config.layers_per_block))
     tensors |= vae_to_ldm(vae_state, len(pipe.vae.config.block_out_channels))
-    tensors |= clip_to_ldm(text_state)
+    tensors |= text_to_ldm(pipe, open_clip=open_clip)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(out), metadata={"format": "pt", "exported_by": "diffusiond"})
     if write_config:

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     import torch
 
 TINY_HIDDEN = 32
+TINY_HIDDEN_2 = 48  # SDXL's second text encoder; wider than the first, as in the real model
 
 
 def _diffusers() -> Any:
@@ -40,11 +41,11 @@ def tiny_unet(in_channels: int = 4, *, sdxl: bool = False) -> Any:
         extra = {
             "addition_embed_type": "text_time",
             "addition_time_embed_dim": 8,
-            "projection_class_embeddings_input_dim": 6 * 8 + TINY_HIDDEN,
+            "projection_class_embeddings_input_dim": 6 * 8 + TINY_HIDDEN_2,
             "use_linear_projection": True,
             "transformer_layers_per_block": (1, 2),
             "attention_head_dim": (2, 4),
-            "cross_attention_dim": 2 * TINY_HIDDEN,
+            "cross_attention_dim": TINY_HIDDEN + TINY_HIDDEN_2,
         }
     else:
         extra = {"cross_attention_dim": TINY_HIDDEN}
@@ -75,7 +76,7 @@ def tiny_vae() -> Any:
     )
 
 
-def tiny_text_encoder(*, with_projection: bool = False, seed: int = 0) -> Any:
+def tiny_text_encoder(*, with_projection: bool = False, seed: int = 0, hidden: int = TINY_HIDDEN) -> Any:
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     _seed(seed)
@@ -83,13 +84,13 @@ def tiny_text_encoder(*, with_projection: bool = False, seed: int = 0) -> Any:
         bos_token_id=0,
         eos_token_id=2,  # SD 1.x's legacy value: pooling takes the argmax token (EOS has the top id)
         pad_token_id=1,
-        hidden_size=TINY_HIDDEN,
+        hidden_size=hidden,
         intermediate_size=37,
         layer_norm_eps=1e-05,
         num_attention_heads=4,
         num_hidden_layers=5,
         vocab_size=VOCAB_SIZE,
-        projection_dim=TINY_HIDDEN,
+        projection_dim=hidden,
         hidden_act="gelu",
         max_position_embeddings=77,
     )
@@ -151,7 +152,7 @@ def save_tiny_sdxl(folder: Path) -> Path:
         unet=tiny_unet(sdxl=True),
         vae=tiny_vae(),
         text_encoder=tiny_text_encoder(),
-        text_encoder_2=tiny_text_encoder(with_projection=True, seed=1),
+        text_encoder_2=tiny_text_encoder(with_projection=True, seed=1, hidden=TINY_HIDDEN_2),
         tokenizer=tiny_tokenizer(work / "tok1"),
         tokenizer_2=tiny_tokenizer(work / "tok2", pad_token="!"),
         scheduler=diffusers.EulerDiscreteScheduler.from_config(tiny_scheduler().config),
@@ -223,8 +224,8 @@ def save_tiny_embedding(path: Path, *, vectors: int = 2, seed: int = 2, sdxl: bo
 
     generator = torch.Generator().manual_seed(seed)
     path.parent.mkdir(parents=True, exist_ok=True)
-    names = ("clip_l", "clip_g") if sdxl else ("emb_params",)
-    save_file({name: torch.randn((vectors, TINY_HIDDEN), generator=generator) for name in names}, str(path))
+    widths = {"clip_l": TINY_HIDDEN, "clip_g": TINY_HIDDEN_2} if sdxl else {"emb_params": TINY_HIDDEN}
+    save_file({name: torch.randn((vectors, width), generator=generator) for name, width in widths.items()}, str(path))
     return path
 
 
