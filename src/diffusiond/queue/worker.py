@@ -83,14 +83,17 @@ class Worker:
     """Claims and runs jobs one at a time (or a batch of compatible ones) until stopped."""
 
     def __init__(self, jobs: JobService, blobs: BlobStore, runner: Runner, worker_id: str, *,
-                 endpoint: str = "default", poll_interval: float = 0.2, heartbeat_interval: float = 5.0) -> None:
+                 endpoint: str = "default", poll_interval: float = 0.2,
+                 heartbeat_interval: float | None = None) -> None:
         self.jobs = jobs
         self.blobs = blobs
         self.runner = runner
         self.worker_id = worker_id
         self.endpoint = endpoint
         self.poll_interval = poll_interval
-        self.heartbeat_interval = heartbeat_interval
+        # Renew well inside the lease: a lease that lapses while the job still runs would hand
+        # the job to another attempt.
+        self.heartbeat_interval = heartbeat_interval or max(0.2, jobs.lease.total_seconds() / 4)
         self.wake = threading.Event()
 
     def run_forever(self, stop: threading.Event) -> None:

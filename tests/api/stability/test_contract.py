@@ -215,7 +215,7 @@ def test_image_to_image_input_errors(server: LiveServer) -> None:
 
 
 def test_refused_requests_leave_no_files(server: LiveServer) -> None:
-    inputs = server.home / ".diffusiond" / "blobs" / "inputs"
+    inputs = server.home / "blobs" / "inputs"
     before = sorted(inputs.rglob("*.png")) if inputs.exists() else []
     with server.client() as c:
         assert img2img(c, {}, init=png_bytes(Image.new("RGB", (70, 64)))).status_code == 400
