@@ -189,3 +189,21 @@ def test_sd2_text_layout_round_trip(tiny: TinyModels, tmp_path: Path) -> None:
     folder = load_checkpoint(ModelRecord("d", ModelKind.CHECKPOINT, ModelFormat.DIFFUSERS, str(tiny.sd)), tmp_path)
     a, b = folder.pipe.text_encoder.state_dict(), loaded.pipe.text_encoder.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_bundled_shapes_model_is_loadable_as_a_single_file(
+    engine: Engine, ctx: Context, resolver: Resolver, tmp_path: Path
+) -> None:
+    from diffusiond.models.registry import BUNDLED_DIR
+
+    shapes = BUNDLED_DIR / "shapes"
+    if not (shapes / "model_index.json").is_file():
+        pytest.skip("the bundled shapes model is not built yet")
+    path = export_single_file(shapes, tmp_path / "shapes.safetensors")
+    resolver.add(ModelRecord("shapes-dir", ModelKind.CHECKPOINT, ModelFormat.DIFFUSERS, str(shapes), family="shapes"))
+    resolver.add(ModelRecord("shapes-file", ModelKind.CHECKPOINT, ModelFormat.SAFETENSORS, str(path), family="shapes"))
+    images = [
+        engine.run(JobSpec(stages=(Txt2Img(diffusion(model, prompt="a red circle", steps=4)),), seed=3), ctx)[0]
+        for model in ("shapes-dir", "shapes-file")
+    ]
+    assert images[0].image.tobytes() == images[1].image.tobytes()
