@@ -323,3 +323,38 @@ def test_uploads_are_reencoded(queue_server: LiveServer, queue_key: KeyFactory) 
             services.db.dispose()
         img = Image.open(io.BytesIO(stored))
         assert img.format == "PNG" and "secret" not in img.info
+
+
+def test_lora_and_embedding_items_become_refs(queue_server: LiveServer, queue_key: KeyFactory,
+                                              tmp_path_factory: pytest.TempPathFactory) -> None:
+    from diffusiond.domain.models import ModelKind
+    from diffusiond.domain.params import EmbeddingRef, LoraRef, Txt2Img
+    from diffusiond.domain.spec_codec import spec_from_json
+    from diffusiond.store.tables import JobRow
+    from diffusiond.testing.tiny_models import save_tiny_embedding, save_tiny_lora
+
+    root = tmp_path_factory.mktemp("adapters")
+    services = queue_server.services()
+    try:
+        services.models.add(save_tiny_lora(root / "l.safetensors"), "style-lora", ModelKind.LORA, family="tiny",
+                            replace=True)
+        services.models.add(save_tiny_embedding(root / "e.safetensors"), "emb-x", ModelKind.EMBEDDING,
+                            family="tiny", replace=True)
+        c = client(queue_server, queue_key())
+        stages = txt2img_stages()
+        stages[1]["diffusion"].update({  # type: ignore[attr-defined]
+            "lora": {"items": [{"loraModel": "style-lora", "weight": "0.7"}]},
+            "embedding": {"items": [{"model": "emb-x"}]}, "sampler": "DPM++ 2M Karras", "clipSkip": 2})
+        job = submit(c, "lora", stages).json()["job"]
+        with services.db.session() as s:
+            row = s.get(JobRow, job["id"])
+            assert row is not None
+            spec = spec_from_json(row.spec)
+        stage = spec.stages[0]
+        assert isinstance(stage, Txt2Img)
+        assert stage.diffusion.loras == (LoraRef("style-lora", 0.7),)
+        assert stage.diffusion.embeddings == (EmbeddingRef("emb-x", token="emb-x"),)
+        assert (stage.diffusion.sampler.value, stage.diffusion.schedule.value) == ("K_DPMPP_2M", "karras")  # type: ignore[union-attr]
+        assert stage.diffusion.clip_skip == 2 and spec.seed == 7
+    finally:
+        services.db.dispose()

@@ -101,9 +101,9 @@ def translated(services: Services, principal: Principal, body: w.StagesIn) -> tu
 async def create_job(request: Request, principal: PrincipalDep, services: ServicesDep) -> w.JobEnvelope:
     """Create a multi-stage job; the same `requestId` with the same body returns the same job."""
     body = await parse(request, w.JobCreate)
-    if body.notify_url:
-        UrlPolicy(services.settings.webhook_allow_hosts).check(body.notify_url)
-    result, cost = translated(services, principal, body)
+    if body.notify_url:  # resolves DNS: off the event loop
+        await asyncio.to_thread(UrlPolicy(services.settings.webhook_allow_hosts).check, body.notify_url)
+    result, cost = await asyncio.to_thread(translated, services, principal, body)
     job = await asyncio.to_thread(
         services.jobs.submit, principal.tenant_id, result.spec, cost=cost, kind="generation",
         request_id=body.request_id, request_hash=request_hash(body), notify_url=body.notify_url)
@@ -114,7 +114,7 @@ async def create_job(request: Request, principal: PrincipalDep, services: Servic
 async def price_job(request: Request, principal: PrincipalDep, services: ServicesDep) -> w.CreditsPublic:
     """What the stages would cost, without running them."""
     body = await parse(request, w.CreditsRequest)
-    _, cost = translated(services, principal, body)
+    _, cost = await asyncio.to_thread(translated, services, principal, body)
     return w.CreditsPublic(credits=to_credits(cost))
 
 
