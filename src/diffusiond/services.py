@@ -73,7 +73,7 @@ def build_blob_store(settings: Settings) -> BlobStore:
     if settings.blob_store == "s3":
         from diffusiond.blobs.s3 import S3BlobStore
 
-        return S3BlobStore(bucket=settings.s3_bucket or "", prefix=settings.s3_prefix,
+        return S3BlobStore(settings.s3_bucket or "", prefix=settings.s3_prefix,
                            endpoint_url=settings.s3_endpoint_url)
     return LocalBlobStore(settings.resolved_blob_dir)
 

@@ -8,6 +8,7 @@ write anything.
 
 from __future__ import annotations
 
+import builtins
 import json
 import uuid
 from collections.abc import Callable, Sequence
@@ -192,7 +193,7 @@ class JobService:
     # The claim query is the queue's contract: oldest queued job of this endpoint first; on
     # PostgreSQL `FOR UPDATE SKIP LOCKED` lets many workers claim without blocking each other,
     # on SQLite BEGIN IMMEDIATE (see store/database.py) serialises claimers instead.
-    def claim(self, worker_id: str, *, endpoint: str = "default", max_jobs: int = 1) -> list[Claim]:
+    def claim(self, worker_id: str, *, endpoint: str = "default", max_jobs: int = 1) -> builtins.list[Claim]:
         with self.db.session() as s:
             base = select(JobRow).where(JobRow.status == JobStatus.QUEUED.value,
                                         JobRow.endpoint == endpoint)
@@ -340,8 +341,10 @@ class JobService:
                                             "data": payload})))
 
     def _to_job(self, s: Session, row: JobRow) -> Job:
-        arts = s.scalars(select(ArtifactRow).where(ArtifactRow.job_id == row.id)
-                         .order_by(ArtifactRow.index)) if row.status == JobStatus.SUCCEEDED.value else []
+        arts: Sequence[ArtifactRow] = []
+        if row.status == JobStatus.SUCCEEDED.value:
+            arts = s.scalars(select(ArtifactRow).where(ArtifactRow.job_id == row.id)
+                             .order_by(ArtifactRow.index)).all()
         return Job(
             id=row.id, tenant_id=row.tenant_id, kind=row.kind, status=JobStatus(row.status),
             spec_json=row.spec, request_id=row.request_id, attempt=row.attempt,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -37,7 +38,7 @@ class LocalExecutor:
         for i in range(self.n_workers):
             worker = Worker(self.jobs, self.blobs, runner, f"{os.getpid()}-{i}")
             self.workers.append(worker)
-            self._spawn(lambda w=worker: w.run_forever(self.stop_event), f"diffusiond-worker-{i}")
+            self._spawn(functools.partial(worker.run_forever, self.stop_event), f"diffusiond-worker-{i}")
 
     def notify(self) -> None:
         """A job was queued: wake idle workers now instead of at their next poll."""
