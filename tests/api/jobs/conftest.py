@@ -64,11 +64,11 @@ def upload(client: httpx.Client, data: bytes, mime: str = "image/png") -> str:
 
 
 def txt2img_stages(prompt: str = "a red circle", size: int = 64, steps: int = 2, count: int = 1,
-                   seed: int = 7) -> list[dict[str, object]]:
+                   seed: int = 7, model: str = "tiny") -> list[dict[str, object]]:
     return [
         {"type": "INPUT_INITIALIZE", "inputInitialize": {"seed": str(seed), "count": str(count)}},
         {"type": "DIFFUSION", "diffusion": {"width": str(size), "height": str(size), "prompts": [{"text": prompt}],
-                                            "sdModel": "tiny", "steps": str(steps), "cfgScale": 5}},
+                                            "sdModel": model, "steps": str(steps), "cfgScale": 5}},
     ]
 
 

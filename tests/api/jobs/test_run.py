@@ -13,10 +13,14 @@ from PIL import Image, ImageDraw
 from standardwebhooks import Webhook
 
 from tests.api.jobs.conftest import KeyFactory, sse_events, txt2img_stages, upload, wait_job
-from tests.conftest import LiveServer
+from tests.conftest import REPO, LiveServer
 from tests.webhooks.receiver import Receiver
 
 MASK_BOX = (32, 40, 96, 88)  # in the 128x128 upscaled image
+SHAPES_READY = (REPO / "src" / "diffusiond" / "bundled" / "shapes" / "model_index.json").is_file()
+# Pixel checks run on the tiny random model always, and on the bundled model once it is built.
+MODELS = ["tiny", pytest.param("shapes", marks=pytest.mark.skipif(not SHAPES_READY,
+                                                                   reason="the bundled shapes model is not built"))]
 
 
 def mask_png() -> bytes:
@@ -46,17 +50,18 @@ def inpaint_stage(mask_id: str) -> dict[str, Any]:
                                               "denoisingStrength": 0.95}}}
 
 
+@pytest.mark.parametrize("model", MODELS)
 def test_generate_upscale_inpaint_with_sse_and_one_signed_terminal_webhook(
-        work_server: LiveServer, work_key: KeyFactory) -> None:
+        work_server: LiveServer, work_key: KeyFactory, model: str) -> None:
     receiver = Receiver().start()
     try:
         key = work_key(credits=10)
         c = work_server.client(key)
         secret = c.get("/v1/account/webhook-secret").json()["webhookSecret"]
         mask_id = upload(c, mask_png())
-        stages = [*txt2img_stages(steps=3, seed=5), upscale_stage(hrResizeX=128, hrResizeY=128),
+        stages = [*txt2img_stages(steps=3, seed=5, model=model), upscale_stage(hrResizeX=128, hrResizeY=128),
                   inpaint_stage(mask_id)]
-        job = c.post("/v1/jobs", json={"requestId": "three", "stages": stages,
+        job = c.post("/v1/jobs", json={"requestId": f"three-{model}", "stages": stages,
                                        "notifyUrl": receiver.url + "/hook"}).json()["job"]
         events = sse_events(c, job["id"])
         statuses = [e["status"] for e in events]
@@ -72,7 +77,7 @@ def test_generate_upscale_inpaint_with_sse_and_one_signed_terminal_webhook(
         assert out.size == (128, 128)
 
         # The same seed without the inpaint stage: only the masked box may differ.
-        before_job = c.post("/v1/jobs", json={"requestId": "two", "stages": stages[:3]}).json()["job"]
+        before_job = c.post("/v1/jobs", json={"requestId": f"two-{model}", "stages": stages[:3]}).json()["job"]
         before = wait_job(c, before_job["id"], {"SUCCESS", "FAILED"})
         assert before["status"] == "SUCCESS", before
         base = fetch_image(before["successInfo"]["images"][0]["url"])
@@ -121,8 +126,9 @@ def test_upscaler_scale_with_a_second_pass_and_adetailer(work_server: LiveServer
     assert fetch_image(done["successInfo"]["images"][0]["url"]).size == (96, 96)
 
 
+@pytest.mark.parametrize("model", MODELS)
 def test_adetailer_on_an_uploaded_picture_repaints_only_the_shapes(
-        work_server: LiveServer, work_key: KeyFactory) -> None:
+        work_server: LiveServer, work_key: KeyFactory, model: str) -> None:
     picture = Image.new("RGB", (64, 64), (30, 60, 200))
     ImageDraw.Draw(picture).rectangle((10, 12, 30, 28), fill=(230, 220, 40))
     buf = io.BytesIO()
@@ -130,7 +136,8 @@ def test_adetailer_on_an_uploaded_picture_repaints_only_the_shapes(
     c = work_server.client(work_key())
     rid = upload(c, buf.getvalue())
     stages = [{"type": "INPUT_INITIALIZE", "inputInitialize": {"imageResourceId": rid, "seed": 9}},
-              {"type": "DIFFUSION", "diffusion": {"prompts": [{"text": "x"}], "denoisingStrength": 0, "steps": 2}},
+              {"type": "DIFFUSION", "diffusion": {"prompts": [{"text": "x"}], "denoisingStrength": 0, "steps": 2,
+                                                  "sdModel": model}},
               {"type": "IMAGE_TO_ADETAILER", "imageToAdetailer": {"args": [{
                   "adModel": "shapes", "adPrompt": [{"text": "a red circle"}], "adDilateErode": 2,
                   "adDenoisingStrength": 0.9, "adInpaintOnlyMaskedPadding": 8}]}}]
