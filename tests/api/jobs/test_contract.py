@@ -70,7 +70,7 @@ def test_cancel_queued_releases_credits(queue_server: LiveServer, queue_key: Key
     job = submit(c, "c1").json()["job"]
     assert balance(queue_server, key) == pytest.approx(5 - job["credits"])
     done = c.post(f"/v1/jobs/{job['id']}/cancel").json()["job"]
-    assert done["status"] == "CANCELED" and done["failedInfo"]["code"] == "CANCELED"
+    assert done["status"] == "CANCELED" and done["failedInfo"]["code"] == "CANCELED" and done["credits"] == 0
     assert balance(queue_server, key) == pytest.approx(5)
     assert c.post(f"/v1/jobs/{job['id']}/cancel").json()["job"]["status"] == "CANCELED"  # idempotent
     assert c.delete(f"/v1/jobs/{job['id']}").status_code == 200

@@ -49,7 +49,9 @@ def image_public(signer: UrlSigner, tenant_id: str, art: Artifact, expires_in: i
 def job_public(job: Job, signer: UrlSigner, expires_in: int, *, output_size: tuple[int, int], count: int,
                queue: QueuePosition | None = None) -> w.JobPublic:
     """The seed's job object. `queue` is None where no live rank is wanted (webhook payloads)."""
-    credits = job.credits_charged if job.status is JobStatus.SUCCEEDED else job.credits_reserved
+    # What the job costs: the reservation while it may still run, then what was actually charged
+    # (all of it on success, nothing on failure or cancel).
+    credits = job.credits_charged if job.status.terminal else job.credits_reserved
     out = w.JobPublic(id=job.id, requestId=job.request_id, status=STATUS_WORDS[job.status],
                       credits=to_credits(credits))
     if job.status is JobStatus.QUEUED:
