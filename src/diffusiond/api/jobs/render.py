@@ -55,8 +55,9 @@ def job_public(job: Job, signer: UrlSigner, expires_in: int, *, output_size: tup
     out = w.JobPublic(id=job.id, requestId=job.request_id, status=STATUS_WORDS[job.status],
                       credits=to_credits(credits))
     if job.status is JobStatus.QUEUED:
-        rank, length = queue(job) if queue is not None else (0, 0)
-        out.waitingInfo = w.WaitingInfo(queueRank=str(rank), queueLen=str(length))
+        if queue is not None:  # a webhook body has no live rank: it would be stale on arrival
+            rank, length = queue(job)
+            out.waitingInfo = w.WaitingInfo(queueRank=str(rank), queueLen=str(length))
     elif job.status is JobStatus.RUNNING:
         out.runningInfo = w.RunningInfo(processingImages=[
             w.ProcessingImage(resourceImage=pending_image(job, i, output_size),
