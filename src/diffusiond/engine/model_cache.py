@@ -122,10 +122,9 @@ class ModelCache:
             return list(self._models)
 
     def _evict(self, model_id: str) -> None:
-        evicted = self._models.pop(model_id)
-        # Wait for a job still running on it; its modules are freed once the last reference goes.
-        with evicted.lock:
-            evicted._pipes.clear()
+        # Not waiting for a job still running on it (that would stall every other load): its
+        # modules are freed when that job drops its last reference.
+        self._models.pop(model_id)
         if self._device.type == "cuda":
             import torch
 

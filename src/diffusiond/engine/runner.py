@@ -6,6 +6,8 @@ worker without paying for torch); everything heavy is imported inside methods.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
     from diffusiond.engine.model_cache import CachedModel, ModelCache, Task
     from diffusiond.engine.progress import StepCallback
     from diffusiond.engine.prompts import Conditioning
+    from diffusiond.engine.upscalers import Upscaler
 
 # The sampler used when a request names none, per model family; other families keep the scheduler
 # their own folder ships (e.g. the bundled `shapes` model).
@@ -71,9 +74,15 @@ class Engine:
         self._device_name = device
         self._max_models = max_models
         self._cache: ModelCache | None = None
+        self._lock = threading.Lock()
+        self._upscalers: OrderedDict[str, Upscaler] = OrderedDict()
 
     @property
     def cache(self) -> ModelCache:
+        with self._lock:
+            return self._cache or self._make_cache()
+
+    def _make_cache(self) -> ModelCache:
         if self._cache is None:
             import torch
 
@@ -203,17 +212,25 @@ class Engine:
         self, stage: Upscale, images: list[Image.Image], seeds: list[int], callback: StepCallback
     ) -> list[Image.Image]:
         from diffusiond.engine import upscale
-        from diffusiond.engine.upscalers import LANCZOS, load_upscaler
 
-        record = None
-        if stage.upscaler != LANCZOS:
-            record = self._resolver.resolve(stage.upscaler, ModelKind.UPSCALER)
-        upscaler = load_upscaler(record, self.cache._device)
-        images = upscale.run(upscaler, images, stage, callback)
+        images = upscale.run(self._upscaler(stage.upscaler), images, stage, callback)
         if stage.hires is None:
             return images
         # Hires fix: re-diffuse at the new size so the model adds detail the resize could not
         return self._img2img(stage.hires, images, seeds, stage.hires_strength, callback)
+
+    def _upscaler(self, name: str) -> Upscaler:
+        """A loaded upscaler; the last two used stay in memory."""
+        from diffusiond.engine.upscalers import LANCZOS, load_upscaler
+
+        with self._lock:
+            if name not in self._upscalers:
+                record = None if name == LANCZOS else self._resolver.resolve(name, ModelKind.UPSCALER)
+                self._upscalers[name] = load_upscaler(record, pick_device(self._device_name))
+                while len(self._upscalers) > 2:
+                    self._upscalers.popitem(last=False)
+            self._upscalers.move_to_end(name)
+            return self._upscalers[name]
 
     # -- shared diffusion set-up ----------------------------------------------------------------
 
