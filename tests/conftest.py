@@ -61,6 +61,8 @@ class LiveServer:
     def start(self, timeout: float = 60.0) -> None:
         env = {**os.environ, "DIFFUSIOND_HOME": str(self.home), "DIFFUSIOND_PORT": str(self.port),
                "DIFFUSIOND_BOOTSTRAP_KEY": self.key, "DIFFUSIOND_LOG_LEVEL": "warning", "HF_HUB_OFFLINE": "1",
+               # the test process and the server share two cores: one torch thread each
+               "DIFFUSIOND_TORCH_THREADS": "1",
                **self.env}
         log = (self.home / "server.log").open("ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "diffusiond.cli", "serve"], env=env, cwd=self.home,

@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     executor: Literal["local", "none"] = "local"
     workers: int = 1
     device: str | None = None  # None: cuda when available, else cpu
+    torch_threads: int | None = None  # intra-op CPU threads; None keeps torch's default
+    batch_size: int = 8  # dynamic batching: compatible txt2img jobs per forward pass
+    batch_window_ms: float = 5.0  # how long a lone batchable job waits for company
     job_lease_seconds: float = 60.0
     job_max_attempts: int = 3
     sync_timeout_seconds: float = 900.0

@@ -87,6 +87,10 @@ def build_rate_limiter(settings: Settings) -> RateLimiter:
 def build_runner(settings: Settings, models: ModelRegistry) -> Runner:
     from diffusiond.engine.runner import Engine  # torch loads here, only when a worker starts
 
+    if settings.torch_threads:
+        import torch
+
+        torch.set_num_threads(settings.torch_threads)
     return Engine(resolver=models, cache_dir=Path(settings.home) / "cache", device=settings.device)
 
 
@@ -110,5 +114,6 @@ def build_services(settings: Settings, *, with_workers: bool | None = None) -> S
     run_workers = settings.executor == "local" if with_workers is None else with_workers
     if run_workers:
         services.executor = LocalExecutor(jobs, blobs, lambda: build_runner(settings, models),
-                                          workers=settings.workers)
+                                          workers=settings.workers, batch_size=settings.batch_size,
+                                          batch_window=settings.batch_window_ms / 1000)
     return services

@@ -60,7 +60,7 @@ def batch_key_for(spec: JobSpec) -> str:
     d = spec.stages[0].diffusion  # type: ignore[union-attr]
     if d.loras or d.embeddings:
         return ""
-    return f"txt2img|{d.model}|{d.width}x{d.height}|{d.steps}|{d.sampler}|{d.schedule}|{d.clip_skip}"
+    return f"txt2img|{d.model}|{d.width}x{d.height}|{d.steps}|{d.sampler}|{d.schedule}|{d.clip_skip}|{d.vae}"
 
 
 class JobService:
@@ -193,10 +193,17 @@ class JobService:
     # The claim query is the queue's contract: oldest queued job of this endpoint first; on
     # PostgreSQL `FOR UPDATE SKIP LOCKED` lets many workers claim without blocking each other,
     # on SQLite BEGIN IMMEDIATE (see store/database.py) serialises claimers instead.
-    def claim(self, worker_id: str, *, endpoint: str = "default", max_jobs: int = 1) -> builtins.list[Claim]:
+    def claim(self, worker_id: str, *, endpoint: str = "default", max_jobs: int = 1,
+              batch_key: str | None = None) -> builtins.list[Claim]:
+        """Claim the oldest queued job and up to `max_jobs - 1` more that can share its batch.
+
+        With `batch_key`, claim only jobs of that batch (a worker topping up a batch it holds).
+        """
         with self.db.session() as s:
             base = select(JobRow).where(JobRow.status == JobStatus.QUEUED.value,
                                         JobRow.endpoint == endpoint)
+            if batch_key is not None:
+                base = base.where(JobRow.batch_key == batch_key)
             first = s.scalar(base.order_by(JobRow.created_at, JobRow.id).limit(1)
                              .with_for_update(skip_locked=True))
             if first is None:

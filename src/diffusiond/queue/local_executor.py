@@ -19,12 +19,15 @@ class LocalExecutor:
     """Worker threads sharing one warm engine, plus a reaper that re-queues lost jobs."""
 
     def __init__(self, jobs: JobService, blobs: BlobStore, runner_factory: Callable[[], Runner], *,
-                 workers: int = 1, reap_interval: float = 5.0) -> None:
+                 workers: int = 1, reap_interval: float = 5.0, batch_size: int = 1,
+                 batch_window: float = 0.005) -> None:
         self.jobs = jobs
         self.blobs = blobs
         self.runner_factory = runner_factory
         self.n_workers = workers
         self.reap_interval = reap_interval
+        self.batch_size = batch_size
+        self.batch_window = batch_window
         self.stop_event = threading.Event()
         self.workers: list[Worker] = []
         self._threads: list[threading.Thread] = []
@@ -36,7 +39,8 @@ class LocalExecutor:
             return
         runner = self.runner_factory()
         for i in range(self.n_workers):
-            worker = Worker(self.jobs, self.blobs, runner, f"{os.getpid()}-{i}")
+            worker = Worker(self.jobs, self.blobs, runner, f"{os.getpid()}-{i}", batch_size=self.batch_size,
+                            batch_window=self.batch_window)
             self.workers.append(worker)
             self._spawn(functools.partial(worker.run_forever, self.stop_event), f"diffusiond-worker-{i}")
 

@@ -19,7 +19,7 @@ from diffusiond.domain.errors import DomainError
 from diffusiond.domain.params import ImageRef, JobSpec
 from diffusiond.domain.spec_codec import spec_from_json
 from diffusiond.engine.context import Canceled, GeneratedImage
-from diffusiond.queue.job_service import Claim, JobService, NewArtifact
+from diffusiond.queue.job_service import Claim, JobService, NewArtifact, batch_key_for
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -32,6 +32,12 @@ class Runner(Protocol):
     """What a worker needs of the engine."""
 
     def run(self, spec: JobSpec, ctx: JobContext) -> list[GeneratedImage]: ...
+
+    def run_batch(
+        self, items: Sequence[tuple[JobSpec, JobContext]]
+    ) -> list[list[GeneratedImage] | BaseException]:
+        """Run jobs that may share a forward pass; each entry is that job's images or error."""
+        ...
 
 
 class JobContext:
@@ -84,7 +90,8 @@ class Worker:
 
     def __init__(self, jobs: JobService, blobs: BlobStore, runner: Runner, worker_id: str, *,
                  endpoint: str = "default", poll_interval: float = 0.2,
-                 heartbeat_interval: float | None = None) -> None:
+                 heartbeat_interval: float | None = None, batch_size: int = 1,
+                 batch_window: float = 0.005) -> None:
         self.jobs = jobs
         self.blobs = blobs
         self.runner = runner
@@ -94,6 +101,8 @@ class Worker:
         # Renew well inside the lease: a lease that lapses while the job still runs would hand
         # the job to another attempt.
         self.heartbeat_interval = heartbeat_interval or max(0.2, jobs.lease.total_seconds() / 4)
+        self.batch_size = batch_size
+        self.batch_window = batch_window  # how long a lone batchable job waits for company
         self.wake = threading.Event()
 
     def run_forever(self, stop: threading.Event) -> None:
@@ -108,33 +117,57 @@ class Worker:
                 self.wake.clear()
 
     def run_once(self) -> bool:
-        claims = self.jobs.claim(self.worker_id, endpoint=self.endpoint)
-        for claim in claims:
-            self._run(claim)
-        return bool(claims)
+        claims = self.jobs.claim(self.worker_id, endpoint=self.endpoint, max_jobs=self.batch_size)
+        if not claims:
+            return False
+        key = batch_key_for(spec_from_json(claims[0].job.spec_json))
+        if key and len(claims) < self.batch_size and self.batch_window > 0:
+            time.sleep(self.batch_window)  # let near-simultaneous requests join the batch
+            claims += self.jobs.claim(self.worker_id, endpoint=self.endpoint,
+                                      max_jobs=self.batch_size - len(claims), batch_key=key)
+        self._run(claims)
+        return True
 
-    def _run(self, claim: Claim) -> None:
-        ctx = JobContext(self.jobs, self.blobs, claim)
+    def _run(self, claims: list[Claim]) -> None:
+        ctxs = [JobContext(self.jobs, self.blobs, claim) for claim in claims]
+        specs = [spec_from_json(claim.job.spec_json) for claim in claims]
         stop_beat = threading.Event()
-        beat = threading.Thread(target=self._beat, args=(ctx, stop_beat), daemon=True)
+        beat = threading.Thread(target=self._beat, args=(ctxs, stop_beat), daemon=True)
         beat.start()
         try:
-            images = self.runner.run(spec_from_json(claim.job.spec_json), ctx)
-            ctx._flush()
-            self._store(claim, images)
-        except Canceled:
-            self.jobs.mark_canceled(claim.job.id, claim.attempt)
-        except DomainError as e:
-            self.jobs.fail(claim.job.id, claim.attempt, e.code, e.message)
-        except Exception as e:
-            log.error("job %s failed: %s", claim.job.id, traceback.format_exc())
-            self.jobs.fail(claim.job.id, claim.attempt, "engine_error", f"{type(e).__name__}: {e}")
+            if len(claims) == 1:
+                outcomes: list[list[GeneratedImage] | BaseException] = [self._run_one(specs[0], ctxs[0])]
+            else:
+                outcomes = self.runner.run_batch(list(zip(specs, ctxs, strict=True)))
+            for claim, ctx, outcome in zip(claims, ctxs, outcomes, strict=True):
+                self._finish(claim, ctx, outcome)
         finally:
             stop_beat.set()
 
-    def _beat(self, ctx: JobContext, stop: threading.Event) -> None:
+    def _run_one(self, spec: JobSpec, ctx: JobContext) -> list[GeneratedImage] | BaseException:
+        try:
+            return self.runner.run(spec, ctx)
+        except Exception as e:
+            return e
+
+    def _finish(self, claim: Claim, ctx: JobContext, outcome: list[GeneratedImage] | BaseException) -> None:
+        """Record one job's outcome: its outputs, a cancel, or a failure with a code."""
+        if isinstance(outcome, Canceled):
+            self.jobs.mark_canceled(claim.job.id, claim.attempt)
+        elif isinstance(outcome, DomainError):
+            self.jobs.fail(claim.job.id, claim.attempt, outcome.code, outcome.message)
+        elif isinstance(outcome, BaseException):
+            log.error("job %s failed: %s", claim.job.id,
+                      "".join(traceback.format_exception(outcome)))
+            self.jobs.fail(claim.job.id, claim.attempt, "engine_error", f"{type(outcome).__name__}: {outcome}")
+        else:
+            ctx._flush()
+            self._store(claim, outcome)
+
+    def _beat(self, ctxs: list[JobContext], stop: threading.Event) -> None:
         while not stop.wait(self.heartbeat_interval):
-            ctx.heartbeat()
+            for ctx in ctxs:
+                ctx.heartbeat()
 
     def _store(self, claim: Claim, images: Sequence[GeneratedImage]) -> None:
         job = claim.job

@@ -1,0 +1,62 @@
+"""The worker with a real engine on a tiny model: outputs stored, batching, failures, cancel."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from diffusiond.auth.keys import KeyService
+from diffusiond.blobs.local import LocalBlobStore
+from diffusiond.domain.jobs import JobStatus
+from diffusiond.domain.models import ModelKind
+from diffusiond.domain.params import Diffusion, JobSpec, Txt2Img, WeightedPrompt
+from diffusiond.engine.runner import Engine
+from diffusiond.models.registry import ModelRegistry
+from diffusiond.queue.events import JobEvents
+from diffusiond.queue.job_service import JobService
+from diffusiond.queue.worker import Worker
+from diffusiond.store.database import Database
+
+
+@pytest.fixture
+def setup(tmp_path: Path, tiny_sd_dir: Path) -> tuple[JobService, Worker, LocalBlobStore, str]:
+    db = Database(f"sqlite:///{tmp_path / 'w.db'}")
+    db.migrate()
+    registry = ModelRegistry(db)
+    registry.add(tiny_sd_dir, "tiny", ModelKind.CHECKPOINT, family="tiny")
+    jobs = JobService(db, JobEvents())
+    blobs = LocalBlobStore(tmp_path / "blobs")
+    engine = Engine(resolver=registry, cache_dir=tmp_path / "cache", device="cpu")
+    worker = Worker(jobs, blobs, engine, "w1", batch_size=4, batch_window=0.0)
+    tenant = KeyService(db).create("t", credits_milli=100_000).tenant_id
+    return jobs, worker, blobs, tenant
+
+
+def spec(prompt: str, seed: int, model: str = "tiny", **kwargs: object) -> JobSpec:
+    d = Diffusion(model=model, prompts=(WeightedPrompt(prompt),), width=64, height=64, steps=4,
+                  **kwargs)  # type: ignore[arg-type]
+    return JobSpec(stages=(Txt2Img(d),), seed=seed)
+
+
+def test_compatible_jobs_run_as_one_batch(setup: tuple[JobService, Worker, LocalBlobStore, str]) -> None:
+    jobs, worker, blobs, tenant = setup
+    ids = [jobs.submit(tenant, spec(p, i + 1, cfg_scale=3.0 + i), cost=10).id
+           for i, p in enumerate(["a red circle", "a blue square", "a green triangle"])]
+    assert worker.run_once()  # one claim took all three
+    assert not worker.run_once()
+    for job_id in ids:
+        job = jobs.get(tenant, job_id)
+        assert job.status is JobStatus.SUCCEEDED and job.attempt == 1
+        assert blobs.get(job.artifacts[0].blob_key).startswith(b"\x89PNG")
+
+
+def test_a_failing_job_fails_alone(setup: tuple[JobService, Worker, LocalBlobStore, str]) -> None:
+    jobs, worker, _, tenant = setup
+    bad = jobs.submit(tenant, spec("x", 1, model="missing"), cost=10)
+    good = jobs.submit(tenant, spec("a red circle", 2), cost=10)
+    while worker.run_once():
+        pass
+    failed = jobs.get(tenant, bad.id)
+    assert failed.status is JobStatus.FAILED and failed.error_code == "not_found"
+    assert jobs.get(tenant, good.id).status is JobStatus.SUCCEEDED
