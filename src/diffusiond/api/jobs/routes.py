@@ -30,6 +30,7 @@ from diffusiond.webhooks.ssrf import UrlPolicy
 M = TypeVar("M", bound=pydantic.BaseModel)
 # The last named field of a validation error decides the seed's specific error code.
 FIELD_CODES = {"width": "invalid_height_or_width", "height": "invalid_height_or_width", "count": "invalid_samples"}
+MAX_JSON_BYTES = 1024 * 1024
 SSE_KEEPALIVE = 15.0
 SSE_POLL = 1.0
 
@@ -41,8 +42,9 @@ router = APIRouter(prefix="/v1", tags=["jobs"], route_class=dialect_route(render
 
 async def parse(request: Request, model: type[M]) -> M:
     """The JSON body as `model`; a bad field becomes one 400 naming it (and its seed code)."""
+    body = await read_capped(request, MAX_JSON_BYTES, what="body")
     try:
-        raw = json.loads(await request.body() or b"null")
+        raw = json.loads(body or b"null")
     except ValueError:
         raise InvalidParams("body: not valid JSON", code="invalid_params") from None
     try:
@@ -189,7 +191,8 @@ async def sse_stream(services: Services, tenant_id: str, job_id: str) -> AsyncIt
 @router.post("/resource/image", response_model=w.ResourcePublic, response_model_exclude_none=True)
 async def create_resource(request: Request, principal: PrincipalDep, services: ServicesDep) -> w.ResourcePublic:
     """Step one of an upload: a resource id and a signed URL to PUT the image bytes to."""
-    body = await parse(request, w.ResourceCreate) if await request.body() else w.ResourceCreate()
+    body = await parse(request, w.ResourceCreate) if request.headers.get("content-length", "0") != "0" \
+        else w.ResourceCreate()
     store = resources(services)
     res = store.create(principal.tenant_id)
     return resource_public(res, store.put_url(res, body.expire_sec))
@@ -232,14 +235,15 @@ def get_resource(resource_id: str, principal: PrincipalDep, services: ServicesDe
     return resource_public(resources(services).get(principal.tenant_id, resource_id))
 
 
-async def read_capped(request: Request, limit: int) -> bytes:
+async def read_capped(request: Request, limit: int, what: str = "image") -> bytes:
+    """The request body, refused once it passes `limit` bytes (before reading it all)."""
     if int(request.headers.get("content-length") or 0) > limit:
-        raise PayloadTooLarge(f"image: the upload is larger than {limit:,} bytes")
+        raise PayloadTooLarge(f"{what}: the request is larger than {limit:,} bytes")
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise PayloadTooLarge(f"image: the upload is larger than {limit:,} bytes")
+            raise PayloadTooLarge(f"{what}: the request is larger than {limit:,} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
