@@ -362,7 +362,7 @@ def test_lora_and_embedding_items_become_refs(queue_server: LiveServer, queue_ke
 
 def test_oversized_and_malformed_bodies(queue_server: LiveServer, queue_key: KeyFactory) -> None:
     c = client(queue_server, queue_key())
-    huge = {"requestId": "h", "stages": txt2img_stages(prompt="x" * 8000) * 100}
+    huge = {"requestId": "h", "stages": txt2img_stages(prompt="x" * 20000) * 100}
     assert_error(c.post("/v1/jobs", json=huge), 413, "invalid_file_size", "body")
     r = c.post("/v1/jobs", content=b"{not json", headers={"content-type": "application/json"})
     assert_error(r, 400, "invalid_params", "JSON")
