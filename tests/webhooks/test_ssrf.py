@@ -61,3 +61,16 @@ def test_delivery_follows_redirect_to_an_allowed_host() -> None:
     finally:
         hop.stop()
         final.stop()
+
+
+def test_redirect_to_loopback_is_refused() -> None:
+    """The operator allows one address (127.0.0.2); its redirect to 127.0.0.1 is not followed."""
+    target = Receiver().start()
+    hop = Receiver(host="127.0.0.2", respond=lambda n: (302, {"location": target.url + "/internal"})).start()
+    try:
+        outcome = post(UrlPolicy("127.0.0.2"), hop.url + "/hook", "{}", {})
+        assert not outcome.ok and outcome.error is not None and "127.0.0.1" in outcome.error
+        assert len(hop.snapshot()) == 1 and target.snapshot() == []
+    finally:
+        hop.stop()
+        target.stop()
