@@ -32,3 +32,16 @@ def test_prompt_changes_image(engine: Engine, ctx: Context) -> None:
     a = engine.run(JobSpec(stages=(Txt2Img(diffusion(prompt="a cat")),), seed=5), ctx)[0]
     b = engine.run(JobSpec(stages=(Txt2Img(diffusion(prompt="a spaceship at night")),), seed=5), ctx)[0]
     assert max_abs_diff(a.image, b.image) > 0
+
+
+def test_eta_noise_seed_delta_moves_only_stochastic_samplers(engine: Engine, ctx: Context) -> None:
+    from diffusiond.domain.params import Sampler
+
+    def run(sampler: Sampler, delta: int) -> bytes:
+        d = diffusion(sampler=sampler, eta_noise_seed_delta=delta)
+        return engine.run(JobSpec(stages=(Txt2Img(d),), seed=31), ctx)[0].image.tobytes()
+
+    # the same initial latents: a deterministic sampler gives the same image
+    assert run(Sampler.DDIM, 0) == run(Sampler.DDIM, 31337)
+    # an ancestral sampler draws its per-step noise from seed + delta
+    assert run(Sampler.K_EULER_ANCESTRAL, 0) != run(Sampler.K_EULER_ANCESTRAL, 31337)

@@ -88,3 +88,10 @@ def test_spandrel_imports_without_torchvision() -> None:
     lama = sys.modules["spandrel.architectures.LaMa.__arch.LaMa"]
     with pytest.raises(RuntimeError, match="torchvision"):
         lama.rotate(None, None)
+
+
+def test_hires_progress_keeps_rising(engine: Engine, ctx: Context) -> None:
+    hires = Upscale(scale=2, hires=diffusion(width=128, height=128, steps=4), hires_strength=0.5)
+    engine.run(JobSpec(stages=(Txt2Img(diffusion(steps=2)), hires), seed=3), ctx)
+    fractions = [f for _, f in ctx.progress]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -118,14 +119,6 @@ class Engine:
         assert images is not None
         return [GeneratedImage(image=image, seed=seed) for image, seed in zip(images, seeds, strict=True)]
 
-    def run_batch(
-        self, items: Sequence[tuple[JobSpec, WorkContext]]
-    ) -> list[list[GeneratedImage] | BaseException]:
-        """Run several jobs, sharing forward passes where they can (see engine/batching.py)."""
-        from diffusiond.engine.batching import run_batch
-
-        return run_batch(self, items)
-
     def _inputs(
         self,
         stage: Stage,
@@ -221,11 +214,14 @@ class Engine:
     ) -> list[Image.Image]:
         from diffusiond.engine import upscale
 
-        images = upscale.run(self._upscaler(stage.upscaler), images, stage, callback)
         if stage.hires is None:
-            return images
-        # Hires fix: re-diffuse at the new size so the model adds detail the resize could not
-        return self._img2img(stage.hires, images, seeds, stage.hires_strength, callback)
+            return upscale.run(self._upscaler(stage.upscaler), images, stage, callback)
+        # Hires fix: re-diffuse at the new size so the model adds detail the resize could not.
+        # The stage's progress is split in two halves so it keeps rising.
+        first = replace(callback, stage=2 * callback.stage, stages=2 * callback.stages)
+        second = replace(callback, stage=2 * callback.stage + 1, stages=2 * callback.stages)
+        images = upscale.run(self._upscaler(stage.upscaler), images, stage, first)
+        return self._img2img(stage.hires, images, seeds, stage.hires_strength, second)
 
     def _upscaler(self, name: str) -> Upscaler:
         """A loaded upscaler; the last two used stay in memory."""

@@ -33,8 +33,13 @@ def run(
     """Generate one image per seed with a txt2img pipeline (its scheduler already set)."""
     # 1. Check inputs
     check_inputs(diffusion, seeds)
-    # 2. Noise: image i draws its initial latents from its own seed
-    generators = cpu_generators(seeds)
+    # 2. Noise: image i draws its initial latents from its own seed. With eta_noise_seed_delta
+    #    (A1111's ENSD) the noise that stochastic samplers add at each step comes from seed + delta,
+    #    while the initial latents still come from the seed.
+    latents = None
+    if diffusion.eta_noise_seed_delta:
+        latents = initial_latents(pipe, diffusion, seeds)
+        seeds = [seed + diffusion.eta_noise_seed_delta for seed in seeds]
     # 3. Denoise and decode; the callback reports progress and raises Canceled
     output = pipe(
         **conditioning.as_kwargs(),
@@ -43,9 +48,20 @@ def run(
         num_inference_steps=diffusion.steps,
         guidance_scale=diffusion.cfg_scale,
         num_images_per_prompt=len(seeds),
-        generator=generators,
+        generator=cpu_generators(seeds),
+        latents=latents,
         callback_on_step_end=callback,
         output_type="pil",
     )
     images: list[Image.Image] = list(output.images)
     return images
+
+
+def initial_latents(pipe: Any, diffusion: Diffusion, seeds: Sequence[int]) -> Any:
+    """The latents the pipeline would draw itself: one (1, C, H/f, W/f) draw per CPU generator."""
+    import torch
+
+    factor = pipe.vae_scale_factor
+    shape = (1, pipe.unet.config.in_channels, diffusion.height // factor, diffusion.width // factor)
+    draws = [torch.randn(shape, generator=g, dtype=pipe.unet.dtype) for g in cpu_generators(seeds)]
+    return torch.cat(draws).to(pipe.unet.device)
