@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -118,6 +118,14 @@ class Engine:
         # 3. Wrap the results
         assert images is not None
         return [GeneratedImage(image=image, seed=seed) for image, seed in zip(images, seeds, strict=True)]
+
+    def run_batch(
+        self, items: Sequence[tuple[JobSpec, WorkContext]]
+    ) -> list[list[GeneratedImage] | BaseException]:
+        """Run several jobs, sharing forward passes where they can (see engine/batching.py)."""
+        from diffusiond.engine.batching import run_batch
+
+        return run_batch(self, items)
 
     def _inputs(
         self,
