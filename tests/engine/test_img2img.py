@@ -57,3 +57,11 @@ def test_img2img_on_previous_stage(engine: Engine, ctx: Context) -> None:
 def test_effective_steps_runs_at_least_one() -> None:
     assert effective_steps(10, 0.5) == 10
     assert effective_steps(4, 0.1) == 10
+
+
+def test_img2img_with_an_inpainting_unet(engine: Engine, ctx: Context) -> None:
+    init = gradient(64, 48)
+    ref = ctx.put("init", init)
+    out = engine.run(JobSpec(stages=(Img2Img(diffusion("tiny-inpaint"), init=ref, strength=0.5),), seed=1), ctx)
+    assert out[0].image.size == (64, 48)
+    assert mean_abs_diff(out[0].image, init) > 0

@@ -189,10 +189,29 @@ class Engine:
             img2img.check_inputs(inits, seeds, strength, end)
             return [image.copy() for image in inits]
 
+        if self.cache.get(diffusion.model).loaded.is_inpaint_unet:
+            return self._img2img_with_inpaint_unet(diffusion, inits, seeds, strength, callback)
+
         def body(pipe: Any, cond: Conditioning) -> list[Image.Image]:
             return img2img.run(pipe, diffusion, cond, inits, seeds, strength, callback, end)
 
         return self._diffuse(diffusion, Task.IMG2IMG, seeds, callback, body)
+
+    def _img2img_with_inpaint_unet(
+        self, diffusion: Diffusion, inits: list[Image.Image], seeds: list[int], strength: float, callback: StepCallback
+    ) -> list[Image.Image]:
+        """A 9-channel UNet runs img2img as inpainting under a full mask (as A1111 does)."""
+        from PIL import Image as PILImage
+
+        from diffusiond.engine import inpaint
+        from diffusiond.engine.model_cache import Task
+
+        masks = [PILImage.new("L", image.size, 255) for image in inits]
+
+        def body(pipe: Any, cond: Conditioning) -> list[Image.Image]:
+            return inpaint.run(pipe, diffusion, cond, inits, masks, seeds, callback, strength=strength)
+
+        return self._diffuse(diffusion, Task.INPAINT, seeds, callback, body)
 
     def _inpaint(
         self, stage: Inpaint, inits: list[Image.Image], seeds: list[int], callback: StepCallback
