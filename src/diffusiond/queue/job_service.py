@@ -303,6 +303,8 @@ class JobService:
                     row.lease_expires_at = None
                     row.progress = {}
                     row.updated_at = now_utc()
+                    s.flush()
+                    self._outbox(s, row, "job.queued")  # back in the queue: a status change too
         for job_id in changed:
             self.events.publish(job_id)
         return len(changed)

@@ -3,6 +3,7 @@ one set of outputs, one charge and one terminal webhook; finished jobs and their
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from pathlib import Path
@@ -63,6 +64,9 @@ def test_worker_killed_mid_job(tmp_path: Path, tiny_sd_dir: Path) -> None:
         assert files == ["2-0.png", "2-1.png"]
         terminal_ids = {r.headers["webhook-id"] for r in receiver.snapshot() if "job.succeeded" in r.body}
         assert len(terminal_ids) == 1
+        # The receiver saw the retry: queued, running, (worker lost) queued, running, succeeded.
+        kinds = list({r.headers["webhook-id"]: json.loads(r.body)["type"] for r in receiver.snapshot()}.values())
+        assert sorted(kinds) == sorted(["job.queued", "job.running", "job.queued", "job.running", "job.succeeded"])
         spent = done["credits"] + before["credits"]
         assert services.tenants.get(tenant).balance == services.tenants.ledger_sum(tenant) == pytest.approx(
             20_000 - spent * 1000)
