@@ -1,13 +1,17 @@
-"""LoRA adapters applied to a warm pipeline for one job, and removed after it.
+"""LoRA adapters switched per job on a warm pipeline, without reloading the base model.
 
-Adapters are loaded under job-local names with diffusers' peft integration (kohya and
-diffusers/peft files both load through `load_lora_weights`), activated with `set_adapters` at the
-requested weights, and deleted in `finally`: the base modules are never reloaded, and a job that
-asks for no LoRA sees exactly the base model even right after one that did.
+Adapters load with diffusers' peft integration (kohya and diffusers/peft files both go through
+`load_lora_weights`) under a name derived from the file, and stay loaded for later jobs (the last
+`capacity` used, per model). A job activates exactly its own adapters at its own weights with
+`set_adapters`; when it ends, every adapter is disabled, so a job that asks for no LoRA runs the
+plain base layers and gets exactly the base model's output (a test interleaves jobs to check it).
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +23,7 @@ from diffusiond.domain.params import LoraRef
 from diffusiond.engine.context import ModelResolver
 
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
+DEFAULT_CAPACITY = 4
 
 
 def lora_source(path: Path) -> tuple[str, dict[str, Any]]:
@@ -35,33 +40,70 @@ def lora_source(path: Path) -> tuple[str, dict[str, Any]]:
     return str(path.parent), {"weight_name": path.name}
 
 
-def active_adapters(pipe: Any) -> list[str]:
-    """Names of the LoRA adapters currently loaded on the pipeline's modules."""
+def loaded_adapters(pipe: Any) -> list[str]:
+    """Names of the LoRA adapters loaded on the pipeline's modules (active or not)."""
     listed = pipe.get_list_adapters() if hasattr(pipe, "get_list_adapters") else {}
     return sorted({name for names in listed.values() for name in names})
 
 
+def adapter_name(model_id: str, path: Path) -> str:
+    """A module-safe adapter name that changes when the file does (re-registered weights reload)."""
+    stat = path.stat()
+    digest = hashlib.sha1(f"{path.resolve()}:{stat.st_mtime_ns}:{stat.st_size}".encode()).hexdigest()[:10]
+    return re.sub(r"\W", "_", model_id)[:40] + "_" + digest
+
+
 @contextmanager
-def applied_loras(pipe: Any, loras: Sequence[LoraRef], resolver: ModelResolver) -> Iterator[list[str]]:
-    """Load `loras` onto `pipe` for the duration of the block; yields the adapter names."""
+def applied_loras(
+    pipe: Any,
+    loras: Sequence[LoraRef],
+    resolver: ModelResolver,
+    warm: OrderedDict[str, None],
+    capacity: int = DEFAULT_CAPACITY,
+) -> Iterator[list[str]]:
+    """Activate `loras` on `pipe` for the block; `warm` tracks this model's loaded adapters (LRU)."""
     if not loras:
+        if warm:  # already disabled when the last job ended; cheap to make sure
+            pipe.disable_lora()
         yield []
         return
-    names: list[str] = []
+    weights: dict[str, float] = {}  # adapter name -> weight; the same LoRA twice adds up
     try:
-        for index, ref in enumerate(loras):
+        for ref in loras:
             record = resolver.resolve(ref.model_id, ModelKind.LORA)
             source, kwargs = lora_source(Path(record.path))
-            name = f"job_lora_{index}"
-            try:
-                pipe.load_lora_weights(source, adapter_name=name, **kwargs)
-            except (ValueError, KeyError, RuntimeError) as exc:
-                if name in active_adapters(pipe):  # registered on some modules before it failed
-                    names.append(name)
-                raise InvalidParams(f"LoRA {ref.model_id} does not fit this model: {exc}", field="loras") from exc
-            names.append(name)
-        pipe.set_adapters(names, adapter_weights=[ref.weight for ref in loras])
-        yield names
+            name = adapter_name(ref.model_id, Path(record.path))
+            if name not in warm:
+                _load(pipe, name, source, kwargs, ref.model_id)
+                warm[name] = None
+            warm.move_to_end(name)
+            weights[name] = weights.get(name, 0.0) + ref.weight
+    except Exception:
+        if warm:  # a freshly loaded adapter is active: switch it off before failing the job
+            pipe.disable_lora()
+        raise
+    _evict(pipe, warm, capacity, keep=set(weights))
+    try:
+        pipe.enable_lora()
+        pipe.set_adapters(list(weights), adapter_weights=list(weights.values()))
+        yield list(weights)
     finally:
-        if names:
-            pipe.delete_adapters(names)
+        pipe.disable_lora()
+
+
+def _load(pipe: Any, name: str, source: str, kwargs: dict[str, Any], model_id: str) -> None:
+    try:
+        pipe.load_lora_weights(source, adapter_name=name, **kwargs)
+    except (ValueError, KeyError, RuntimeError) as exc:
+        if name in loaded_adapters(pipe):  # registered on some modules before it failed
+            pipe.delete_adapters([name])
+        raise InvalidParams(f"LoRA {model_id} does not fit this model: {exc}", field="loras") from exc
+
+
+def _evict(pipe: Any, warm: OrderedDict[str, None], capacity: int, keep: set[str]) -> None:
+    for name in list(warm):
+        if len(warm) <= max(capacity, len(keep)):
+            return
+        if name not in keep:
+            pipe.delete_adapters([name])
+            del warm[name]

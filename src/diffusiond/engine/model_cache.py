@@ -53,6 +53,7 @@ class CachedModel:
     lock: threading.Lock = field(default_factory=threading.Lock)
     _pipes: dict[Task, Any] = field(default_factory=dict)
     _vaes: OrderedDict[str, Any] = field(default_factory=OrderedDict)
+    loras: OrderedDict[str, None] = field(default_factory=OrderedDict)  # warm LoRA adapters, LRU
 
     @property
     def base(self) -> Any:

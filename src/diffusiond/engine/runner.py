@@ -315,7 +315,7 @@ class Engine:
 
         vae = cached.vae(diffusion.vae, self._resolver) if diffusion.vae is not None else None
         with ExitStack() as stack:
-            stack.enter_context(applied_loras(cached.base, diffusion.loras, self._resolver))
+            stack.enter_context(applied_loras(cached.base, diffusion.loras, self._resolver, cached.loras))
             stack.enter_context(applied_embeddings(cached.base, diffusion.embeddings, self._resolver))
             stack.enter_context(swapped_vae(cached.pipelines(), vae))
             yield
