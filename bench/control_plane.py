@@ -1,0 +1,151 @@
+"""Benchmark 2: the control plane. `POST /v1/jobs` and `GET /v1/jobs/{id}` with the worker paused.
+
+The server runs with DIFFUSIOND_WORKERS=0 (jobs stay queued), on SQLite and on PostgreSQL. The
+baseline measured in the same run is the HTTP floor of the same server: `GET /healthz` at the same
+concurrency (FastAPI + uvicorn + httpx, no auth, no database).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.clients import Call, LoadResult, RequestFailed, generations, job_body, run_load
+from bench.report import Section, Table, command_line, fmt, ratio
+from bench.server import BenchModel, BenchServer, prepare_home
+
+PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+TARGET_SUBMIT_P99_MS = 50.0
+COLUMNS = ("database", "operation", "concurrency", "requests", "errors", "wall s", "requests/s", "vs /healthz",
+           "p50 ms", "p99 ms")
+
+
+@dataclass(frozen=True)
+class ControlConfig:
+    requests: int = 1000
+    concurrency: int = 16
+    warmup: int = 20
+    backends: tuple[str, ...] = ("sqlite", "postgresql")
+    pg_admin_url: str = PG_ADMIN_URL
+
+
+QUICK = ControlConfig(requests=200, warmup=10)
+
+
+@contextmanager
+def database(kind: str, home: Path, admin_url: str) -> Iterator[str | None]:
+    """None for SQLite under the home; a throwaway PostgreSQL database, dropped afterwards."""
+    if kind == "sqlite":
+        yield None
+        return
+    import psycopg
+
+    name = f"diffusiond_bench_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin_url, autocommit=True, connect_timeout=3) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    host = admin_url.split("://", 1)[1].rsplit("/", 1)[0]
+    try:
+        yield f"postgresql+psycopg://{host}/{name}"
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def postgres_unavailable(admin_url: str) -> str | None:
+    """Why PostgreSQL cannot be used, or None when it can."""
+    try:
+        import psycopg
+
+        with psycopg.connect(admin_url, connect_timeout=3):
+            return None
+    except Exception as e:  # ImportError, OperationalError: either way the row is skipped, with the reason
+        return f"{admin_url} is not reachable ({type(e).__name__}: {str(e).strip()[:200]})"
+
+
+def _healthz(client: httpx.Client, _: object) -> int:
+    r = client.get("/healthz")
+    if r.status_code != 200:
+        raise RequestFailed(f"/healthz {r.status_code}")
+    return 0
+
+
+def _submitter(ids: list[str]) -> Call:
+    def submit(client: httpx.Client, body: dict[str, Any]) -> int:
+        r = client.post("/v1/jobs", json=body)
+        if r.status_code != 200:
+            raise RequestFailed(f"POST /v1/jobs {r.status_code}: {r.text[:300]}")
+        ids.append(str(r.json()["job"]["id"]))
+        return 0
+
+    return submit
+
+
+def _get(client: httpx.Client, job_id: str) -> int:
+    r = client.get(f"/v1/jobs/{job_id}")
+    if r.status_code != 200 or r.json()["job"]["status"] != "WAITING":
+        raise RequestFailed(f"GET /v1/jobs/{job_id} {r.status_code}: {r.text[:300]}")
+    return 0
+
+
+def measure_backend(model: BenchModel, cfg: ControlConfig, home: Path, database_url: str | None,
+                    server_env: Mapping[str, str]) -> dict[str, LoadResult]:
+    prepare_home(home, model, database_url)
+    env = {**server_env, "DIFFUSIOND_WORKERS": "0"}
+    size = 64 if model.family in ("shapes", "tiny") else 512
+    bodies = [job_body(model.engine_id, g) for g in generations(cfg.requests + cfg.warmup, size, 20)]
+    ids: list[str] = []
+    submit = _submitter(ids)
+    out: dict[str, LoadResult] = {}
+    with BenchServer(home, model, env=env, database_url=database_url) as server:
+        run_load(server.url, server.key, _healthz, range(cfg.warmup), cfg.concurrency)
+        warm = run_load(server.url, server.key, submit, bodies[: cfg.warmup], cfg.concurrency)
+        if warm.errors:
+            raise RuntimeError(f"warm-up submit failed: {warm.errors[0]}\n{server.log_tail()}")
+        ids.clear()
+        out["GET /healthz"] = run_load(server.url, server.key, _healthz, range(cfg.requests), cfg.concurrency)
+        out["POST /v1/jobs"] = run_load(server.url, server.key, submit, bodies[cfg.warmup:],
+                                        cfg.concurrency)
+        out["GET /v1/jobs/{id}"] = run_load(server.url, server.key, _get, list(ids), cfg.concurrency)
+    return out
+
+
+def run(model: BenchModel, work: Path, *, config: ControlConfig = ControlConfig(),
+        server_env: Mapping[str, str] | None = None, label: str = "") -> Section:
+    section = Section(title="Control plane: /v1/jobs with the worker paused", command=command_line(),
+                      model=model.label + " (registered, never loaded: no worker runs)", label=label)
+    t = Table(COLUMNS)
+    for kind in config.backends:
+        print(f"control plane: {kind}", flush=True)
+        missing = postgres_unavailable(config.pg_admin_url) if kind == "postgresql" else None
+        if missing is not None:
+            section.notes.append(f"{kind}: not measured: {missing}")
+            continue
+        with database(kind, work / f"control-{kind}", config.pg_admin_url) as url:
+            res = measure_backend(model, config, work / f"control-{kind}", url, server_env or {})
+        floor = res["GET /healthz"]
+        for op, load in res.items():
+            t.add(kind, op if op != "GET /healthz" else "GET /healthz (baseline: HTTP floor)", load.concurrency,
+                  load.requests, len(load.errors), fmt(load.wall_s), fmt(load.per_second, 1),
+                  ratio(load.per_second, floor.per_second), fmt(load.latency_ms(50), 1),
+                  fmt(load.latency_ms(99), 1))
+        p99 = res["POST /v1/jobs"].latency_ms(99)
+        verdict = "met" if p99 < TARGET_SUBMIT_P99_MS else "NOT met"
+        section.notes.append(f"target submit p99 < {TARGET_SUBMIT_P99_MS:g} ms on {kind}: {fmt(p99, 1)} ms, {verdict}")
+        for op, load in res.items():
+            if load.errors:
+                section.notes.append(f"{kind} {op}: {len(load.errors)} failed, first: {load.errors[0][:200]}")
+    section.facts += [
+        ("server", "`diffusiond serve` child process, DIFFUSIOND_WORKERS=0 (jobs stay queued), fresh home; "
+                   "PostgreSQL: a throwaway database on 127.0.0.1:5432"),
+        ("requests", f"{config.requests} per operation at concurrency {config.concurrency} (httpx threads, closed "
+                     f"loop, keep-alive), after {config.warmup} warm-up submits; each submit a one-stage txt2img "
+                     "job with a fresh requestId; the GETs read the jobs just submitted (queue growing)"),
+    ]
+    section.tables.append(("", t))
+    return section

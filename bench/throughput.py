@@ -1,0 +1,171 @@
+"""Images/s of plain diffusers (sequential, one process) vs diffusiond over HTTP, in the same run.
+
+Shared by the CPU and GPU benchmarks: the baseline runs first in this process and is freed, then one
+`diffusiond serve` child runs the same requests through Stability v1 and `/v1/jobs` at each
+concurrency. Per-request overhead = diffusiond's mean latency at concurrency 1 minus the baseline's
+mean time per image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import httpx
+
+from bench.baseline import BaselineResult, PlainDiffusers
+from bench.clients import Generation, LoadResult, generations, jobs_txt2img, run_load, stability_txt2img
+from bench.report import Table, fmt, ratio
+from bench.server import BenchModel, BenchServer, prepare_home
+
+API_LABELS = {"stability": "diffusiond, Stability v1", "jobs": "diffusiond, /v1/jobs (submit + SSE + download)"}
+COLUMNS = ("size", "client", "concurrency", "requests", "errors", "wall s", "images/s", "vs baseline",
+           "p50 ms", "p99 ms", "overhead ms")
+
+
+@dataclass(frozen=True)
+class ThroughputConfig:
+    sizes: tuple[int, ...]
+    steps: int
+    concurrencies: tuple[int, ...]
+    baseline_images: Mapping[int, int]  # per size
+    rounds: int = 2  # at concurrency c, max(baseline_images, rounds * c) requests
+    apis: tuple[str, ...] = ("stability", "jobs")
+    cfg_scale: float = 7.0
+    sampler: str | None = None  # None: the model's own scheduler
+    warmup: int = 2
+
+    def requests(self, size: int, concurrency: int) -> int:
+        return max(self.baseline_images[size], self.rounds * concurrency)
+
+    def describe(self) -> str:
+        parts = []
+        for size in self.sizes:
+            per_c = ", ".join(f"c={c}: {self.requests(size, c)}" for c in self.concurrencies)
+            parts.append(f"{size}x{size}: baseline {self.baseline_images[size]} images, diffusiond {per_c} "
+                         f"requests per client")
+        return "; ".join(parts) + f"; {self.warmup} warm-up images/requests per size and client, untimed"
+
+
+class MemoryProbe(Protocol):
+    """Samples device memory in the background; `stop()` returns the peak above the level at `start()`."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> int: ...
+
+
+@dataclass
+class ThroughputResult:
+    baseline: dict[int, BaselineResult] = field(default_factory=dict)
+    server: dict[tuple[int, str, int], LoadResult] = field(default_factory=dict)
+    baseline_peak_memory_bytes: int = 0  # from the probe, when one was given
+    server_peak_memory_bytes: int = 0
+
+
+def call_for(api: str, engine_id: str) -> Callable[[httpx.Client, Any], int]:
+    fn = stability_txt2img if api == "stability" else jobs_txt2img
+
+    def call(client: httpx.Client, g: Generation) -> int:
+        return fn(client, engine_id, g)
+
+    return call
+
+
+def measure(model: BenchModel, cfg: ThroughputConfig, work: Path, *, server_env: Mapping[str, str],
+            device: str = "cpu", fp16: bool = False,
+            memory_probe: Callable[[], MemoryProbe] | None = None) -> ThroughputResult:
+    """Baseline first (then freed), then diffusiond on the same requests."""
+    result = ThroughputResult()
+    # 1. Plain diffusers, sequential, after a warm-up
+    probe = memory_probe() if memory_probe is not None else None
+    if probe is not None:
+        probe.start()
+    plain = PlainDiffusers(model.path, device=device, fp16=fp16)
+    try:
+        for size in cfg.sizes:
+            items = _items(cfg, size, cfg.baseline_images[size])
+            result.baseline[size] = plain.run(items, warmup=cfg.warmup)
+            print(f"  baseline {size}x{size}: {result.baseline[size].images_per_second:.3f} images/s", flush=True)
+    finally:
+        plain.close()
+        if probe is not None:
+            result.baseline_peak_memory_bytes = probe.stop()
+    # 2. diffusiond, every client at every concurrency
+    home = work / "throughput-home"
+    prepare_home(home, model)
+    probe = memory_probe() if memory_probe is not None else None
+    if probe is not None:
+        probe.start()
+    with BenchServer(home, model, env=server_env) as server:
+        for size in cfg.sizes:
+            for api in cfg.apis:
+                call = call_for(api, model.engine_id)
+                warm = run_load(server.url, server.key, call, _items(cfg, size, cfg.warmup, seed=1), 1)
+                if warm.errors:
+                    raise RuntimeError(f"warm-up {api} {size}x{size} failed: {warm.errors[0]}\n{server.log_tail()}")
+                for c in cfg.concurrencies:
+                    items = _items(cfg, size, cfg.requests(size, c))
+                    load = run_load(server.url, server.key, call, items, c)
+                    result.server[(size, api, c)] = load
+                    print(f"  {api} {size}x{size} c={c}: {load.images_per_second:.3f} images/s, "
+                          f"{len(load.errors)} errors", flush=True)
+        if probe is not None:
+            result.server_peak_memory_bytes = probe.stop()
+    return result
+
+
+def _items(cfg: ThroughputConfig, size: int, n: int, seed: int = 1000) -> list[Generation]:
+    return generations(n, size, cfg.steps, first_seed=seed, cfg_scale=cfg.cfg_scale, sampler=cfg.sampler)
+
+
+def overhead_ms(load: LoadResult, base: BaselineResult) -> float:
+    """Mean request latency at concurrency 1 minus the baseline's mean time per image."""
+    if load.concurrency != 1 or not load.latencies_s:
+        return float("nan")
+    return (sum(load.latencies_s) / len(load.latencies_s) - base.mean_s) * 1000
+
+
+def table(cfg: ThroughputConfig, res: ThroughputResult) -> Table:
+    t = Table(COLUMNS)
+    for size in cfg.sizes:
+        base = res.baseline[size]
+        t.add(f"{size}x{size}", "plain diffusers (baseline)", 1, base.images, 0, fmt(base.wall_s),
+              fmt(base.images_per_second, 3), "1.00x", fmt(base.latency_ms(50), 1), fmt(base.latency_ms(99), 1),
+              "")
+        for api in cfg.apis:
+            for c in cfg.concurrencies:
+                load = res.server[(size, api, c)]
+                over = overhead_ms(load, base)
+                t.add(f"{size}x{size}", API_LABELS[api], c, load.requests, len(load.errors), fmt(load.wall_s),
+                      fmt(load.images_per_second, 3), ratio(load.images_per_second, base.images_per_second),
+                      fmt(load.latency_ms(50), 1), fmt(load.latency_ms(99), 1),
+                      fmt(over, 1) if c == 1 else "")
+    return t
+
+
+def target_notes(cfg: ThroughputConfig, res: ThroughputResult, *, min_ratio: float,
+                 max_overhead_ms: float | None) -> list[str]:
+    """Each target of issue 5, met or not, per size and client."""
+    notes = []
+    top = max(cfg.concurrencies)
+    for size in cfg.sizes:
+        base = res.baseline[size]
+        for api in cfg.apis:
+            load = res.server[(size, api, top)]
+            r = load.images_per_second / base.images_per_second if base.images_per_second else float("nan")
+            verdict = "met" if r >= min_ratio else "NOT met"
+            notes.append(f"target {min_ratio:.1f}x baseline at concurrency {top}, {size}x{size}, {API_LABELS[api]}: "
+                         f"{fmt(r)}x, {verdict}")
+            if max_overhead_ms is not None and (size, api, 1) in res.server:
+                over = overhead_ms(res.server[(size, api, 1)], base)
+                verdict = "met" if over < max_overhead_ms else "NOT met"
+                notes.append(f"target overhead < {max_overhead_ms:g} ms, {size}x{size}, {API_LABELS[api]}: "
+                             f"{fmt(over, 1)} ms, {verdict}")
+        for (s, api, c), load in res.server.items():
+            if s == size and load.errors:
+                notes.append(f"{size}x{size} {api} c={c}: {len(load.errors)} failed requests, first: "
+                             f"{load.errors[0][:200]}")
+    return notes
