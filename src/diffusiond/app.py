@@ -33,8 +33,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         finally:
             services.stop()
 
-    app = FastAPI(title="diffusiond", version=__version__, lifespan=lifespan,
+    app = FastAPI(title="diffusiond", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Self-hosted Stable Diffusion: Stability v1, /v1/jobs and more.")
+    mount_docs(app)
     app.state.services = services
     app.include_router(stability_router)
     app.include_router(jobs_router)
@@ -61,3 +62,21 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         return FileResponse(WEB_DIR / "index.html")
 
     return app
+
+
+def mount_docs(app: FastAPI) -> None:
+    """The OpenAPI UI from assets shipped in a wheel (Swagger UI 5): nothing is fetched from a CDN."""
+    import fastapi_offline
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.responses import HTMLResponse
+    from fastapi.staticfiles import StaticFiles
+
+    assets = Path(fastapi_offline.__file__).parent / "static"
+    app.mount("/static/swagger", StaticFiles(directory=assets), name="swagger")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="diffusiond API",
+                                   swagger_js_url="/static/swagger/swagger-ui-bundle.js",
+                                   swagger_css_url="/static/swagger/swagger-ui.css",
+                                   swagger_favicon_url="/favicon.ico")

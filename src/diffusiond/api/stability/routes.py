@@ -58,6 +58,8 @@ def list_engines(principal: PrincipalDep, services: ServicesDep) -> list[s.Engin
     for kind in (ModelKind.CHECKPOINT, ModelKind.UPSCALER):
         for record, aliases in services.models.list(kind):
             desc = record.description or f"{record.family} {record.kind.value}"
+            if kind is ModelKind.UPSCALER:
+                desc = f"upscaler: {desc}"  # so clients (and the web page) can tell them apart
             engines.append(s.Engine(id=record.id, name=record.name or record.id, description=desc))
             engines += [s.Engine(id=a, name=a, description=f"alias of {record.id}: {desc}") for a in aliases]
     return engines
