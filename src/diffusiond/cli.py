@@ -6,12 +6,20 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from PIL import Image
+
+    from diffusiond.services import Services
+
 from diffusiond.config import Settings
 from diffusiond.domain.models import ModelKind
+from diffusiond.domain.params import ImageRef
 from diffusiond.domain.pricing import from_credits
 
 app = typer.Typer(help="diffusiond: a self-hosted Stable Diffusion platform.", no_args_is_help=True)
@@ -23,10 +31,11 @@ app.add_typer(models_app, name="models")
 app.add_typer(train_app, name="train-base")
 
 
-def _services(with_workers: bool = False):  # type: ignore[no-untyped-def]
+def _services() -> Services:
+    """Services for a one-off command: migrated database, no workers."""
     from diffusiond.services import build_services
 
-    services = build_services(Settings(), with_workers=with_workers)
+    services = build_services(Settings(), with_workers=False)
     services.db.migrate()
     services.models.register_builtins(services.settings.default_model)
     return services
@@ -50,6 +59,26 @@ def serve(
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
                 timeout_graceful_shutdown=5)
+
+
+@app.command()
+def worker() -> None:
+    """Run workers only (no API): for scale-out with a shared PostgreSQL database and blob store."""
+    import signal
+    import threading
+
+    from diffusiond.services import build_services
+
+    settings = Settings()
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    services = build_services(settings, with_workers=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    services.start()
+    typer.echo(f"worker running {settings.workers} worker(s) on {settings.resolved_database_url.split('@')[-1]}")
+    stop.wait()
+    services.stop()
 
 
 @keys_app.command("create")
@@ -147,17 +176,19 @@ def generate(
         task = progress.add_task(f"{record.id} seed {seed}", total=1.0)
         ctx = _CliContext(lambda f: progress.update(task, completed=f))
         started = time.perf_counter()
-        images = runner.run(JobSpec(stages=(Txt2Img(d),), seed=seed), ctx)  # type: ignore[arg-type]
+        images = runner.run(JobSpec(stages=(Txt2Img(d),), seed=seed), ctx)
         progress.update(task, completed=1.0)
     output.write_bytes(encode_png(images[0].image))
     typer.echo(f"wrote {output} ({w}x{h}, seed {seed}, {time.perf_counter() - started:.2f} s)")
 
 
 class _CliContext:
-    def __init__(self, on_progress) -> None:  # type: ignore[no-untyped-def]
+    """The WorkContext of a local CLI run: progress goes to the bar; nothing cancels."""
+
+    def __init__(self, on_progress: Callable[[float], object]) -> None:
         self.on_progress = on_progress
 
-    def load_image(self, ref):  # type: ignore[no-untyped-def]
+    def load_image(self, ref: ImageRef) -> Image.Image:
         raise NotImplementedError("the CLI generates from text only")
 
     def report_progress(self, image_index: int, fraction: float) -> None:

@@ -18,7 +18,7 @@ from diffusiond.blobs.images import encode_png, open_image
 from diffusiond.domain.errors import DomainError
 from diffusiond.domain.params import ImageRef, JobSpec
 from diffusiond.domain.spec_codec import spec_from_json
-from diffusiond.engine.context import Canceled, GeneratedImage
+from diffusiond.engine.context import Canceled, GeneratedImage, WorkContext
 from diffusiond.queue.job_service import Claim, JobService, NewArtifact, batch_key_for
 
 if TYPE_CHECKING:
@@ -31,10 +31,10 @@ PROGRESS_INTERVAL = 0.25  # seconds between progress writes: enough for live bar
 class Runner(Protocol):
     """What a worker needs of the engine."""
 
-    def run(self, spec: JobSpec, ctx: JobContext) -> list[GeneratedImage]: ...
+    def run(self, spec: JobSpec, ctx: WorkContext) -> list[GeneratedImage]: ...
 
     def run_batch(
-        self, items: Sequence[tuple[JobSpec, JobContext]]
+        self, items: Sequence[tuple[JobSpec, WorkContext]]
     ) -> list[list[GeneratedImage] | BaseException]:
         """Run jobs that may share a forward pass; each entry is that job's images or error."""
         ...
