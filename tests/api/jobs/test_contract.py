@@ -367,3 +367,14 @@ def test_oversized_and_malformed_bodies(queue_server: LiveServer, queue_key: Key
     r = c.post("/v1/jobs", content=b"{not json", headers={"content-type": "application/json"})
     assert_error(r, 400, "invalid_params", "JSON")
     assert_error(c.post("/v1/jobs", json={"stages": txt2img_stages()}), 400, "invalid_params", "requestId")
+
+
+def test_openapi_documents_the_seed_request_body(queue_server: LiveServer) -> None:
+    spec = httpx.get(queue_server.url + "/openapi.json").json()
+    body = spec["paths"]["/v1/jobs"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert set(body["properties"]) == {"requestId", "stages", "notifyUrl"} and "requestId" in body["required"]
+    stage = body["properties"]["stages"]["items"]["properties"]
+    assert {"inputInitialize", "diffusion", "imageToUpscaler", "imageToAdetailer", "imageToInpaint"} <= set(stage)
+    for path in ("/v1/jobs/{job_id}", "/v1/jobs/{job_id}/cancel", "/v1/jobs/{job_id}/events", "/v1/jobs/credits",
+                 "/v1/resource/image", "/v1/resource/image/upload"):
+        assert path in spec["paths"]

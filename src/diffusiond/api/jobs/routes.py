@@ -99,7 +99,8 @@ def translated(services: Services, principal: Principal, body: w.StagesIn) -> tu
 # ---- jobs ------------------------------------------------------------------------------------------
 
 
-@router.post("/jobs", response_model=w.JobEnvelope, response_model_exclude_none=True)
+@router.post("/jobs", response_model=w.JobEnvelope, response_model_exclude_none=True,
+             openapi_extra=w.inline_schema(w.JobCreate))
 async def create_job(request: Request, principal: PrincipalDep, services: ServicesDep) -> w.JobEnvelope:
     """Create a multi-stage job; the same `requestId` with the same body returns the same job."""
     body = await parse(request, w.JobCreate)
@@ -112,7 +113,7 @@ async def create_job(request: Request, principal: PrincipalDep, services: Servic
     return envelope(services, job)
 
 
-@router.post("/jobs/credits", response_model=w.CreditsPublic)
+@router.post("/jobs/credits", response_model=w.CreditsPublic, openapi_extra=w.inline_schema(w.CreditsRequest))
 async def price_job(request: Request, principal: PrincipalDep, services: ServicesDep) -> w.CreditsPublic:
     """What the stages would cost, without running them."""
     body = await parse(request, w.CreditsRequest)
@@ -188,7 +189,8 @@ async def sse_stream(services: Services, tenant_id: str, job_id: str) -> AsyncIt
 # ---- resources -------------------------------------------------------------------------------------
 
 
-@router.post("/resource/image", response_model=w.ResourcePublic, response_model_exclude_none=True)
+@router.post("/resource/image", response_model=w.ResourcePublic, response_model_exclude_none=True,
+             openapi_extra=w.inline_schema(w.ResourceCreate))
 async def create_resource(request: Request, principal: PrincipalDep, services: ServicesDep) -> w.ResourcePublic:
     """Step one of an upload: a resource id and a signed URL to PUT the image bytes to."""
     body = await parse(request, w.ResourceCreate) if request.headers.get("content-length", "0") != "0" \
