@@ -207,3 +207,20 @@ def test_bundled_shapes_model_is_loadable_as_a_single_file(
         for model in ("shapes-dir", "shapes-file")
     ]
     assert images[0].image.tobytes() == images[1].image.tobytes()
+
+
+def test_folders_without_safetensors_are_refused(tiny: TinyModels, tmp_path: Path) -> None:
+    import shutil
+
+    folder = tmp_path / "pickled"
+    shutil.copytree(tiny.sd, folder)
+    for weights in folder.rglob("*.safetensors"):
+        weights.with_suffix(".bin").write_bytes(b"never unpickled")
+        weights.unlink()
+    record = ModelRecord("p", ModelKind.CHECKPOINT, ModelFormat.DIFFUSERS, str(folder))
+    with pytest.raises(InvalidParams, match="pickle"):
+        load_checkpoint(record, tmp_path)
+    for weights in folder.rglob("*.bin"):
+        weights.unlink()
+    with pytest.raises(InvalidParams, match="incomplete"):
+        load_checkpoint(record, tmp_path)

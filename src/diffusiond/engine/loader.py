@@ -139,10 +139,16 @@ def load_checkpoint(
 def _load_folder(path: Path, family: str, dtype: torch.dtype | None) -> LoadedModel:
     import diffusers
 
+    if any(path.rglob("*.bin")) and not any(path.rglob("*.safetensors")):
+        raise InvalidParams(
+            f"{path.name}: only pickle (.bin) weights; diffusers folders must hold .safetensors",
+            code="unsupported_model_format",
+        )
     loader: Any = diffusers.DiffusionPipeline
-    pipe = loader.from_pretrained(
-        str(path), local_files_only=True, use_safetensors=True, dtype=dtype
-    )
+    try:
+        pipe = loader.from_pretrained(str(path), local_files_only=True, use_safetensors=True, dtype=dtype)
+    except OSError as exc:  # missing files: nothing is fetched to complete a folder
+        raise InvalidParams(f"{path.name}: incomplete diffusers folder ({exc})", code="invalid_model") from exc
     return LoadedModel(pipe=pipe, family=_refine_family(pipe, family))
 
 
