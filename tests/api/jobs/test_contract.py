@@ -297,6 +297,15 @@ def test_hostile_uploads_are_refused(queue_server: LiveServer, queue_key: KeyFac
                                      status: int, reason: str) -> None:
     c = client(queue_server, queue_key())
     assert_error(c.post("/v1/resource/image/upload", files={"file": ("f", data, mime)}), status, reason)
+    tenant = c.get("/v1/account/webhook-secret").json()["tenantId"]
+    services = queue_server.services()
+    try:
+        from diffusiond.store.tables import ResourceRow
+
+        with services.db.session() as s:  # a refused one-step upload leaves nothing behind
+            assert s.query(ResourceRow).filter(ResourceRow.tenant_id == tenant).count() == 0
+    finally:
+        services.db.dispose()
     url = c.post("/v1/resource/image").json()["putUrl"]
     assert_error(httpx.put(url, content=data, headers={"Content-Type": mime}), status, reason)
 

@@ -81,23 +81,39 @@ class ResourceStore:
         res = self.get(tenant_id, resource_id)
         if res.status != "pending":
             raise InvalidParams(f"resource {resource_id} already has an image", code="resource_uploaded")
+        return self._attach(tenant_id, resource_id, *self.validated(data, declared_mime))
+
+    def upload(self, tenant_id: str, data: bytes, declared_mime: str | None) -> StoredResource:
+        """One step: validate first, so a refused upload leaves no resource behind."""
+        png, width, height = self.validated(data, declared_mime)
+        return self._attach(tenant_id, self.create(tenant_id).id, png, width, height)
+
+    def _attach(self, tenant_id: str, resource_id: str, png: bytes, width: int, height: int) -> StoredResource:
+        # A key per upload: two racing PUTs each write their own blob, and only one row update wins.
+        key = f"inputs/{tenant_id}/{resource_id}-{uuid.uuid4().hex[:8]}.png"
+        self.blobs.put(key, png, "image/png")
+        try:
+            with self.db.session() as s:
+                row = s.get(ResourceRow, resource_id, with_for_update=True)
+                assert row is not None
+                if row.status != "pending":
+                    raise InvalidParams(f"resource {resource_id} already has an image", code="resource_uploaded")
+                row.status, row.blob_key, row.mime = "ready", key, "image/png"
+                row.width, row.height, row.size = width, height, len(png)
+        except BaseException:
+            self.blobs.delete(key)
+            raise
+        return self.get(tenant_id, resource_id)
+
+    def validated(self, data: bytes, declared_mime: str | None) -> tuple[bytes, int, int]:
+        """The upload re-encoded as PNG, with its size; raises on anything but a sane image."""
         decoded = decode_upload(data, max_bytes=self.settings.max_upload_bytes,
                                 max_pixels=self.settings.max_upload_pixels, declared_mime=declared_mime)
         image = decoded.image
         if max(image.size) > MAX_SIDE:
             raise InvalidParams(f"image: {image.width}x{image.height} exceeds {MAX_SIDE} pixels a side",
                                 code="invalid_image_dimensions")
-        png = encode_png(image)
-        key = f"inputs/{tenant_id}/{resource_id}.png"
-        self.blobs.put(key, png, "image/png")
-        with self.db.session() as s:
-            row = s.get(ResourceRow, resource_id, with_for_update=True)
-            assert row is not None
-            if row.status != "pending":
-                raise InvalidParams(f"resource {resource_id} already has an image", code="resource_uploaded")
-            row.status, row.blob_key, row.mime = "ready", key, "image/png"
-            row.width, row.height, row.size = image.width, image.height, len(png)
-        return self.get(tenant_id, resource_id)
+        return encode_png(image), image.width, image.height
 
     # The PUT URL is signed like blob URLs but over a distinct message, so neither verifies as the other.
     def _put_sig(self, resource_id: str, tenant_id: str, expires: int) -> str:

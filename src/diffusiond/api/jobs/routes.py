@@ -226,9 +226,7 @@ async def upload_resource(request: Request, principal: PrincipalDep, services: S
     data = await upload.read(limit + 1)
     if len(data) > limit:
         raise PayloadTooLarge(f"file: the upload is larger than {limit:,} bytes")
-    store = resources(services)
-    res = store.create(principal.tenant_id)
-    res = await asyncio.to_thread(store.store, principal.tenant_id, res.id, data, upload.content_type)
+    res = await asyncio.to_thread(resources(services).upload, principal.tenant_id, data, upload.content_type)
     return resource_public(res)
 
 
