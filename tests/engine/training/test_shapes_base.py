@@ -11,8 +11,8 @@ import torch
 from diffusiond.engine.training.shapes_base import ShapesTrainConfig, train_shapes
 
 # A few steps on a few images: enough to run every stage, small enough to take seconds.
-TINY = ShapesTrainConfig(dataset_size=24, vae_steps=2, vae_batch_size=4, unet_steps=2, batch_size=4,
-                         snapshot_every=1)
+TINY = ShapesTrainConfig(dataset_size=24, vae_steps=2, vae_batch_size=4, decoder_steps=2,
+                         decoder_batch_size=4, unet_steps=2, batch_size=4, snapshot_every=1)
 
 
 @pytest.fixture(scope="module")
