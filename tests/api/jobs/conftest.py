@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import httpx
 import pytest
 from PIL import Image
 
+from diffusiond.config import Settings
 from tests.conftest import LiveServer, free_port, prepare_home
 
 KeyFactory = Callable[..., str]
@@ -111,3 +113,35 @@ def sse_events(client: httpx.Client, job_id: str, timeout: float = 120.0) -> lis
             elif line.startswith("data: ") and kind == "job":
                 events.append(json.loads(line.removeprefix("data: ")))
     return events
+
+
+@dataclass
+class PgLiveServer(LiveServer):
+    """A server on PostgreSQL instead of the SQLite file."""
+
+    database_url: str = ""
+
+    def settings(self) -> Settings:
+        return Settings(home=self.home, port=self.port, bootstrap_key=self.key, executor="none",
+                        database_url=self.database_url)
+
+
+@pytest.fixture(scope="session")
+def pg_queue_server(tmp_path_factory: pytest.TempPathFactory, tiny_sd_dir: Path) -> Iterator[LiveServer]:
+    """The worker-less server on PostgreSQL (skipped when PostgreSQL is not running)."""
+    from diffusiond.domain.models import ModelKind
+    from diffusiond.services import build_services
+    from tests.backends import database_url
+
+    home = tmp_path_factory.mktemp("jobs-pg")
+    with database_url("postgres", home) as url:
+        services = build_services(Settings(home=home, executor="none", database_url=url), with_workers=False)
+        services.db.migrate()
+        services.models.add(tiny_sd_dir, "tiny", ModelKind.CHECKPOINT, family="tiny", replace=True)
+        services.db.dispose()
+        live = PgLiveServer(home=home, port=free_port(), database_url=url,
+                            env={"DIFFUSIOND_DEFAULT_MODEL": "tiny", "DIFFUSIOND_EXECUTOR": "none",
+                                 "DIFFUSIOND_DATABASE_URL": url, "OMP_NUM_THREADS": "1"})
+        live.start()
+        yield live
+        live.stop()

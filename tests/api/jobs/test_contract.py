@@ -13,7 +13,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.api.jobs.conftest import KeyFactory, png_bytes, txt2img_stages, upload
+from tests.api.jobs.conftest import KeyFactory, key_factory, png_bytes, txt2img_stages, upload
 from tests.conftest import LiveServer
 
 
@@ -103,8 +103,14 @@ def test_idempotency(queue_server: LiveServer, queue_key: KeyFactory) -> None:
     assert balance(queue_server, key) == pytest.approx(5 - a["credits"])
 
 
+BACKENDS = ["queue_server", pytest.param("pg_queue_server", marks=pytest.mark.postgres)]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_twenty_concurrent_identical_submissions_make_one_job_and_one_charge(
-        queue_server: LiveServer, queue_key: KeyFactory) -> None:
+        backend: str, request: pytest.FixtureRequest) -> None:
+    queue_server: LiveServer = request.getfixturevalue(backend)
+    queue_key = next(key_factory(queue_server))
     key = queue_key(credits=5)
 
     def one(_: int) -> str:
@@ -122,8 +128,11 @@ def test_twenty_concurrent_identical_submissions_make_one_job_and_one_charge(
     assert balance(queue_server, key) == pytest.approx(5 - job["credits"])
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_balance_never_goes_negative_under_concurrent_submissions(
-        queue_server: LiveServer, queue_key: KeyFactory) -> None:
+        backend: str, request: pytest.FixtureRequest) -> None:
+    queue_server: LiveServer = request.getfixturevalue(backend)
+    queue_key = next(key_factory(queue_server))
     c = client(queue_server, queue_key(credits=1))
     price = c.post("/v1/jobs/credits", json={"stages": txt2img_stages(size=256, steps=30)}).json()["credits"]
     key = queue_key(credits=price * 3.5)
