@@ -43,29 +43,33 @@ class Detector(Protocol):
 
 
 def components(binary: np.ndarray[Any, Any], min_area: int) -> list[np.ndarray[Any, Any]]:
-    """4-connected components of a boolean array, as boolean masks, largest first."""
+    """4-connected components of a boolean array with at least `min_area` pixels, as boolean
+    masks, largest first. One pass over the pixels: noise specks cost no image-sized arrays."""
     import numpy as np
 
     h, w = binary.shape
-    labels = np.zeros((h, w), dtype=np.int32)
+    seen = np.zeros((h, w), dtype=bool)
     found: list[np.ndarray[Any, Any]] = []
     ys, xs = np.nonzero(binary)
     for y0, x0 in zip(ys.tolist(), xs.tolist(), strict=True):
-        if labels[y0, x0]:
+        if seen[y0, x0]:
             continue
-        label = len(found) + 1
-        labels[y0, x0] = label
+        seen[y0, x0] = True
         queue = deque([(y0, x0)])
-        count = 0
+        pixels: list[tuple[int, int]] = []
         while queue:
             y, x = queue.popleft()
-            count += 1
+            pixels.append((y, x))
             for ny, nx in ((y - 1, x), (y + 1, x), (y, x - 1), (y, x + 1)):
-                if 0 <= ny < h and 0 <= nx < w and binary[ny, nx] and not labels[ny, nx]:
-                    labels[ny, nx] = label
+                if 0 <= ny < h and 0 <= nx < w and binary[ny, nx] and not seen[ny, nx]:
+                    seen[ny, nx] = True
                     queue.append((ny, nx))
-        found.append(labels == label)
-    return sorted((m for m in found if int(m.sum()) >= min_area), key=lambda m: -int(m.sum()))
+        if len(pixels) >= min_area:
+            mask = np.zeros((h, w), dtype=bool)
+            rows, cols = zip(*pixels, strict=True)
+            mask[list(rows), list(cols)] = True
+            found.append(mask)
+    return sorted(found, key=lambda m: -int(m.sum()))
 
 
 def detection_of(mask: np.ndarray[Any, Any], score: float) -> Detection:
