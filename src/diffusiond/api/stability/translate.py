@@ -16,7 +16,7 @@ _PROMPT_FIELD = re.compile(r"^text_prompts\[(\d+)\]\[(text|weight)\]$")
 
 
 def random_seed() -> int:
-    return secrets.randbelow(4_294_967_295) + 1
+    return secrets.randbelow(4_294_967_295 - 64) + 1  # room for seed + i of a batch
 
 
 def split_prompts(prompts: list[TextPrompt]) -> tuple[tuple[WeightedPrompt, ...], tuple[WeightedPrompt, ...]]:
