@@ -85,6 +85,13 @@ def main() -> None:
     pipe = loader.from_pretrained(args.model, local_files_only=True)
     pipe.scheduler = SAMPLERS[args.sampler].from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
+    # One image on its own, after a warm-up call: the latency a single request sees.
+    generate(pipe, ["a red circle"], [0], steps=args.steps, cfg=args.cfg, size=args.size)
+    single = time.perf_counter()
+    generate(pipe, ["a small red circle on the left on a blue background"], [0], steps=args.steps,
+             cfg=args.cfg, size=args.size)
+    print(f"one {args.size}x{args.size} image, {args.steps} steps: {time.perf_counter() - single:.3f} s "
+          f"({args.threads} thread(s))")
     labels = evaluation_labels(args.limit)
     jobs = [(label, seed) for label in labels for seed in range(args.seeds)]
 

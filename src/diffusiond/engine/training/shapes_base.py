@@ -74,7 +74,7 @@ class ShapesTrainConfig:
     vae_crop: int = 32
     vae_lr: float = 3e-3
     vae_latent_l2: float = 1e-5
-    decoder_steps: int = 1500
+    decoder_steps: int = 0  # optional stage 3b; off for the shipped weights (it costs CPU time)
     decoder_batch_size: int = 8
     decoder_lr: float = 1e-3
     # UNet + text encoder
