@@ -48,12 +48,15 @@ class BaselineResult:
 class PlainDiffusers:
     """A StableDiffusionPipeline loaded from a folder, on one device."""
 
-    def __init__(self, folder: Path, *, device: str = "cpu", fp16: bool = False) -> None:
+    def __init__(self, folder: Path, *, device: str = "cpu", fp16: bool = False, threads: int | None = None) -> None:
         import diffusers
         import torch
 
         self.torch = torch
         self.device = device
+        self._threads_before = torch.get_num_threads()
+        if threads:
+            torch.set_num_threads(threads)
         dtype = torch.float16 if fp16 else torch.float32
         loader: Any = diffusers.StableDiffusionPipeline
         self.pipe = loader.from_pretrained(str(folder), local_files_only=True, use_safetensors=True,
@@ -105,6 +108,7 @@ class PlainDiffusers:
     def close(self) -> None:
         """Free the pipeline before the server starts, so both do not hold memory at once."""
         del self.pipe, self._own_scheduler
+        self.torch.set_num_threads(self._threads_before)
         gc.collect()
         if self.device.startswith("cuda"):
             self.torch.cuda.empty_cache()

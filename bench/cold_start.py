@@ -21,7 +21,7 @@ import httpx
 
 from bench.clients import TIMEOUT, generations, stability_txt2img
 from bench.report import Section, Table, command_line, fmt, ratio
-from bench.server import BenchModel, BenchServer, prepare_home
+from bench.server import BenchModel, BenchServer, prepare_home, threads_env
 
 BASELINE_SCRIPT = """
 import sys
@@ -47,10 +47,10 @@ class ColdConfig:
 QUICK = ColdConfig(repeats=1)
 
 
-def baseline_once(model: BenchModel, cfg: ColdConfig) -> float:
+def baseline_once(model: BenchModel, cfg: ColdConfig, threads: int | None = None) -> float:
     """Seconds from spawning the plain-diffusers process to its first image."""
     g = generations(1, cfg.size, cfg.steps)[0]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", **threads_env(threads)}
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-c", BASELINE_SCRIPT, str(model.path), g.prompt, str(cfg.size),
                              str(cfg.steps)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
@@ -85,15 +85,15 @@ def diffusiond_once(model: BenchModel, cfg: ColdConfig, home: Path,
 
 
 def run(model: BenchModel, work: Path, *, config: ColdConfig = ColdConfig(),
-        server_env: Mapping[str, str] | None = None, label: str = "") -> Section:
+        server_env: Mapping[str, str] | None = None, label: str = "", threads: int | None = None) -> Section:
     base: list[float] = []
     health: list[float] = []
     first: list[float] = []
     for i in range(config.repeats):
         print(f"cold start {i + 1}/{config.repeats}", flush=True)
-        base.append(baseline_once(model, config))
+        base.append(baseline_once(model, config, threads))
         with tempfile.TemporaryDirectory(dir=work, prefix="cold-home-") as home:
-            h, f = diffusiond_once(model, config, Path(home), server_env or {})
+            h, f = diffusiond_once(model, config, Path(home), {**threads_env(threads), **(server_env or {})})
         health.append(h)
         first.append(f)
     t = Table(COLUMNS)
@@ -107,7 +107,8 @@ def run(model: BenchModel, work: Path, *, config: ColdConfig = ColdConfig(),
     section = Section(title="Cold start", command=command_line(), model=model.label, label=label)
     section.facts += [
         ("settings", f"one {config.size}x{config.size} txt2img image, {config.steps} steps, CFG 7; "
-                     f"{config.repeats} runs each, alternating baseline and diffusiond"),
+                     f"{config.repeats} runs each, alternating baseline and diffusiond; torch threads "
+                     f"{threads or 'default'} on both sides"),
         ("diffusiond", "`python -m diffusiond.cli serve` with a fresh DIFFUSIOND_HOME (SQLite, migrations at start"
                        + ("" if model.registered_by_server else "; the model registered beforehand, untimed")
                        + "); /healthz polled every 10 ms, then the first request is sent at once"),

@@ -18,13 +18,13 @@ TARGET_OVERHEAD_MS = 20.0
 
 
 def run(model: BenchModel, work: Path, *, config: ThroughputConfig = FULL,
-        server_env: Mapping[str, str] | None = None, label: str = "") -> Section:
+        server_env: Mapping[str, str] | None = None, label: str = "", threads: int | None = None) -> Section:
     """Measure and return the section (the caller writes it)."""
     import torch
 
     env = {"DIFFUSIOND_DEVICE": "cpu", **(server_env or {})}
     print(f"cpu throughput: {model.label}", flush=True)
-    res = measure(model, config, work, server_env=env, device="cpu")
+    res = measure(model, config, work, server_env=env, device="cpu", threads=threads)
     section = Section(title="Server vs plain diffusers, CPU", command=command_line(), model=model.label,
                       label=label)
     section.facts += [
@@ -32,7 +32,8 @@ def run(model: BenchModel, work: Path, *, config: ThroughputConfig = FULL,
                      f"{config.sampler or model.scheduler} on both sides, one image per request, distinct seeds"),
         ("baseline", "`StableDiffusionPipeline.from_pretrained(folder)` in the benchmark process, called "
                      "sequentially, PIL output in memory (no PNG encoding), after a warm-up; "
-                     f"torch threads {torch.get_num_threads()}"),
+                     f"torch threads {threads or torch.get_num_threads()}"
+                     + (" (--torch-threads; the server gets OMP_NUM_THREADS too)" if threads else " (default)")),
         ("diffusiond", "`diffusiond serve` child process on loopback, fresh DIFFUSIOND_HOME (SQLite), "
                        f"server env {_env_text(env)}; clients: httpx threads on the same machine, closed loop"),
         ("requests", config.describe()),

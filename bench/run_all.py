@@ -35,6 +35,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="added to each section title, e.g. 'trial, machine under load'")
     p.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE",
                    help="extra environment for the diffusiond server (repeatable), e.g. DIFFUSIOND_WORKERS=2")
+    p.add_argument("--torch-threads", type=int, default=None,
+                   help="torch/OpenMP threads for the baseline and the server alike (default: torch's own)")
     p.add_argument("--pg-admin-url", default=control_plane.PG_ADMIN_URL,
                    help="PostgreSQL URL used to create and drop the throwaway database")
     p.add_argument("--gpu-peak-tflops", type=float, default=None, help="dense fp16 peak of the GPU (default: by name)")
@@ -89,14 +91,15 @@ def run_cpu_side(name: str, model: BenchModel, work: Path, args: argparse.Namesp
                  env: dict[str, str]) -> Section:
     if name == "cpu":
         cfg = cpu_throughput.QUICK if args.quick else cpu_throughput.FULL
-        return cpu_throughput.run(model, work, config=cfg, server_env=env, label=args.label)
+        return cpu_throughput.run(model, work, config=cfg, server_env=env, label=args.label,
+                                  threads=args.torch_threads)
     if name == "control":
         base = control_plane.QUICK if args.quick else control_plane.ControlConfig()
         ctl = control_plane.ControlConfig(base.requests, base.concurrency, base.warmup, base.backends,
                                           args.pg_admin_url)
         return control_plane.run(model, work, config=ctl, server_env=env, label=args.label)
     cold = cold_start.QUICK if args.quick else cold_start.ColdConfig()
-    return cold_start.run(model, work, config=cold, server_env=env, label=args.label)
+    return cold_start.run(model, work, config=cold, server_env=env, label=args.label, threads=args.torch_threads)
 
 
 if __name__ == "__main__":

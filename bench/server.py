@@ -160,6 +160,13 @@ class BenchServer:
         self.stop()
 
 
+def threads_env(threads: int | None) -> dict[str, str]:
+    """Environment that caps a child's torch/OpenMP threads (empty: the library defaults)."""
+    if not threads:
+        return {}
+    return {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+
+
 def parse_env(pairs: list[str]) -> dict[str, str]:
     """`KEY=VALUE` strings (from --server-env) as a mapping."""
     out: dict[str, str] = {}

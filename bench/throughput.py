@@ -18,7 +18,7 @@ import httpx
 from bench.baseline import BaselineResult, PlainDiffusers
 from bench.clients import Generation, LoadResult, generations, jobs_txt2img, run_load, stability_txt2img
 from bench.report import Table, fmt, ratio
-from bench.server import BenchModel, BenchServer, prepare_home
+from bench.server import BenchModel, BenchServer, prepare_home, threads_env
 
 API_LABELS = {"stability": "diffusiond, Stability v1", "jobs": "diffusiond, /v1/jobs (submit + SSE + download)"}
 COLUMNS = ("size", "client", "concurrency", "requests", "errors", "wall s", "images/s", "vs baseline",
@@ -75,7 +75,7 @@ def call_for(api: str, engine_id: str) -> Callable[[httpx.Client, Any], int]:
 
 
 def measure(model: BenchModel, cfg: ThroughputConfig, work: Path, *, server_env: Mapping[str, str],
-            device: str = "cpu", fp16: bool = False,
+            device: str = "cpu", fp16: bool = False, threads: int | None = None,
             memory_probe: Callable[[], MemoryProbe] | None = None) -> ThroughputResult:
     """Baseline first (then freed), then diffusiond on the same requests."""
     result = ThroughputResult()
@@ -83,7 +83,7 @@ def measure(model: BenchModel, cfg: ThroughputConfig, work: Path, *, server_env:
     probe = memory_probe() if memory_probe is not None else None
     if probe is not None:
         probe.start()
-    plain = PlainDiffusers(model.path, device=device, fp16=fp16)
+    plain = PlainDiffusers(model.path, device=device, fp16=fp16, threads=threads)
     try:
         for size in cfg.sizes:
             items = _items(cfg, size, cfg.baseline_images[size])
@@ -99,7 +99,7 @@ def measure(model: BenchModel, cfg: ThroughputConfig, work: Path, *, server_env:
     probe = memory_probe() if memory_probe is not None else None
     if probe is not None:
         probe.start()
-    with BenchServer(home, model, env=server_env) as server:
+    with BenchServer(home, model, env={**threads_env(threads), **server_env}) as server:
         for size in cfg.sizes:
             for api in cfg.apis:
                 call = call_for(api, model.engine_id)

@@ -1,4 +1,8 @@
-"""The benchmark code runs end to end with tiny counts and writes well-formed sections (never timed)."""
+"""The benchmark code runs end to end with tiny counts and writes well-formed sections (never timed).
+
+One torch thread on both sides: on a shared, oversubscribed CPU, OpenMP's spinning makes two threads
+many times slower than one.
+"""
 
 from __future__ import annotations
 
@@ -42,7 +46,7 @@ def tables(text: str) -> list[list[list[str]]]:
 def test_cpu_throughput_writes_the_baseline_beside_each_row(model: server.BenchModel, tmp_path: Path) -> None:
     cfg = throughput.ThroughputConfig(sizes=(64,), steps=10, concurrencies=(1, 2), baseline_images={64: 2},
                                       rounds=1, warmup=1)
-    text = written(cpu_throughput.run(model, tmp_path, config=cfg, label="smoke"), tmp_path)
+    text = written(cpu_throughput.run(model, tmp_path, config=cfg, label="smoke", threads=1), tmp_path)
     [table] = tables(text)
     assert table[0] == list(throughput.COLUMNS)
     rows = table[1:]
@@ -67,7 +71,7 @@ def test_control_plane_measures_submit_and_get_beside_the_http_floor(model: serv
 
 def test_cold_start_times_serve_to_first_image_and_the_baseline(model: server.BenchModel, tmp_path: Path) -> None:
     cfg = cold_start.ColdConfig(repeats=1, size=64, steps=10)
-    text = written(cold_start.run(model, tmp_path, config=cfg), tmp_path)
+    text = written(cold_start.run(model, tmp_path, config=cfg, threads=1), tmp_path)
     [table] = tables(text)
     assert table[0] == list(cold_start.COLUMNS)
     assert len(table) == 4
