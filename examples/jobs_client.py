@@ -83,7 +83,7 @@ def follow(api: httpx.Client, job_id: str) -> dict[str, Any]:
                 continue
             last = json.loads(line.removeprefix("data: "))
             running = last.get("runningInfo", {}).get("processingImages", [])
-            progress = " ".join(f"{p['progress']:.0%}" for p in running)
+            progress = " ".join(f"{p['progress']}%" for p in running)
             waiting = last.get("waitingInfo", {})
             where = f"rank {waiting['queueRank']}/{waiting['queueLen']}" if waiting else progress
             print(f"  {last['status']:8} {where}", flush=True)

@@ -69,7 +69,9 @@ def test_cancel_queued_releases_credits(queue_server: LiveServer, queue_key: Key
     c = client(queue_server, key)
     job = submit(c, "c1").json()["job"]
     assert balance(queue_server, key) == pytest.approx(5 - job["credits"])
-    done = c.post(f"/v1/jobs/{job['id']}/cancel").json()["job"]
+    answer = c.post(f"/v1/jobs/{job['id']}/cancel").json()
+    done = answer["job"]
+    assert answer["jobId"] == job["id"]
     assert done["status"] == "CANCELED" and done["failedInfo"]["code"] == "CANCELED" and done["credits"] == 0
     assert balance(queue_server, key) == pytest.approx(5)
     assert c.post(f"/v1/jobs/{job['id']}/cancel").json()["job"]["status"] == "CANCELED"  # idempotent
@@ -396,3 +398,17 @@ def test_openapi_documents_the_seed_request_body(queue_server: LiveServer) -> No
     for path in ("/v1/jobs/{job_id}", "/v1/jobs/{job_id}/cancel", "/v1/jobs/{job_id}/events", "/v1/jobs/credits",
                  "/v1/resource/image", "/v1/resource/image/upload"):
         assert path in spec["paths"]
+
+
+def test_upscaler_names_and_scale_precedence(queue_server: LiveServer, queue_key: KeyFactory) -> None:
+    c = client(queue_server, queue_key())
+
+    def price(**fields: Any) -> float:
+        stage = {"type": "IMAGE_TO_UPSCALER", "imageToUpscaler": fields}
+        r = c.post("/v1/jobs/credits", json={"stages": [*txt2img_stages(), stage]})
+        assert r.status_code == 200, r.text
+        return float(r.json()["credits"])
+
+    by_scale = price(hrUpscaler="Lanczos", hrScale=2)
+    assert price(hrUpscaler="None", hrScale="2", hrResizeX=512, hrResizeY=512) == by_scale  # hrScale wins
+    assert price(hrUpscaler="lanczos", hrResizeX=512, hrResizeY=512) > by_scale

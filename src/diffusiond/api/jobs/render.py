@@ -61,7 +61,7 @@ def job_public(job: Job, signer: UrlSigner, expires_in: int, *, output_size: tup
     elif job.status is JobStatus.RUNNING:
         out.runningInfo = w.RunningInfo(processingImages=[
             w.ProcessingImage(resourceImage=pending_image(job, i, output_size),
-                              progress=round(job.progress.get(str(i), 0.0), 4))
+                              progress=int(job.progress.get(str(i), 0.0) * 100))
             for i in range(count)
         ])
     elif job.status is JobStatus.SUCCEEDED:

@@ -142,16 +142,17 @@ def get_job(job_id: str, principal: PrincipalDep, services: ServicesDep) -> w.Jo
     return envelope(services, services.jobs.get(principal.tenant_id, job_id))
 
 
-@router.post("/jobs/{job_id}/cancel", response_model=w.JobEnvelope, response_model_exclude_none=True)
-def cancel_job(job_id: str, principal: PrincipalDep, services: ServicesDep) -> w.JobEnvelope:
+@router.post("/jobs/{job_id}/cancel", response_model=w.CanceledJob, response_model_exclude_none=True)
+def cancel_job(job_id: str, principal: PrincipalDep, services: ServicesDep) -> w.CanceledJob:
     """A queued job stops at once; a running one within a denoising step. Credits are released."""
-    return envelope(services, services.jobs.cancel(principal.tenant_id, job_id))
+    job = services.jobs.cancel(principal.tenant_id, job_id)
+    return w.CanceledJob(jobId=job.id, job=public(services, job))
 
 
-@router.delete("/jobs/{job_id}", response_model=w.JobEnvelope, response_model_exclude_none=True)
-def delete_job(job_id: str, principal: PrincipalDep, services: ServicesDep) -> w.JobEnvelope:
+@router.delete("/jobs/{job_id}", response_model=w.CanceledJob, response_model_exclude_none=True)
+def delete_job(job_id: str, principal: PrincipalDep, services: ServicesDep) -> w.CanceledJob:
     """The seed API's DELETE: the same as cancel."""
-    return envelope(services, services.jobs.cancel(principal.tenant_id, job_id))
+    return cancel_job(job_id, principal, services)
 
 
 @router.get("/jobs/{job_id}/events", response_class=StreamingResponse,

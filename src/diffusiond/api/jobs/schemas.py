@@ -229,8 +229,10 @@ class ResourceForClient(BaseModel):
 
 
 class ProcessingImage(BaseModel):
+    """An image being made; `progress` is a whole percentage (int32 in the seed's API)."""
+
     resourceImage: ResourceForClient
-    progress: float
+    progress: int
 
 
 class WorkflowFinishItem(BaseModel):
@@ -278,6 +280,12 @@ class JobPublic(BaseModel):
 
 class JobEnvelope(BaseModel):
     job: JobPublic
+
+
+class CanceledJob(JobEnvelope):
+    """The cancel answer: the seed API's `jobId`, and the job as it now is."""
+
+    jobId: str
 
 
 class JobsPage(BaseModel):

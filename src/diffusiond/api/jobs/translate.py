@@ -54,6 +54,7 @@ FILLS: dict[str, InpaintFill] = {
 }
 MASK_MERGE = {"none": "none", "merge": "merge", "merge and invert": "merge_invert", "merge_invert": "merge_invert"}
 UNUSED_SEEDS = (0, -1)
+PLAIN_RESIZE = ("lanczos", "none")  # A1111 names for "no upscaler network": a Lanczos resize
 
 
 @dataclass(frozen=True)
@@ -313,11 +314,15 @@ def need_image(st: _State, where: str) -> tuple[int, int]:
 
 def upscaler_stage(st: _State, block: w.ImageToUpscalerIn, lookups: Lookups, where: str) -> None:
     size = need_image(st, where)
-    upscaler = resolve(lookups, block.hr_upscaler or "lanczos", ModelKind.UPSCALER, f"{where}.hrUpscaler")
+    name = block.hr_upscaler or "lanczos"
+    name = "lanczos" if name.strip().lower() in PLAIN_RESIZE else name
+    upscaler = resolve(lookups, name, ModelKind.UPSCALER, f"{where}.hrUpscaler")
     if block.hr_scale is not None and not 0 < block.hr_scale <= 8:
         raise invalid(f"{where}.hrScale", "must be in (0, 8]", "invalid_height_or_width")
-    stage = Upscale(upscaler=upscaler.id, init=first_init(st), width=block.hr_resize_x or None,
-                    height=block.hr_resize_y or None, scale=block.hr_scale)
+    # As in the seed's API: hrScale, when given, wins over hrResizeX/Y.
+    sized = block.hr_scale is None
+    stage = Upscale(upscaler=upscaler.id, init=first_init(st), width=(block.hr_resize_x or None) if sized else None,
+                    height=(block.hr_resize_y or None) if sized else None, scale=block.hr_scale)
     out = upscale_size(size, stage)
     if out[0] * out[1] > UPSCALE_MAX_PIXELS or min(out) < 1:
         raise InvalidParams(f"{where}: the upscaled image would be {out[0]}x{out[1]}; at most "
