@@ -85,6 +85,16 @@ class PlainDiffusers:
         if self.device.startswith("cuda"):
             self.torch.cuda.synchronize()
 
+    def time_one(self, warmup: Sequence[Generation]) -> float:
+        """Run the warm-up items; seconds the last one took (what the request counts are sized by)."""
+        elapsed = float("nan")
+        for g in warmup:
+            t = time.perf_counter()
+            self.generate(g)
+            self._sync()
+            elapsed = time.perf_counter() - t
+        return elapsed
+
     def run(self, items: Sequence[Generation], warmup: int = 2) -> BaselineResult:
         """Warm up, then generate every item one after the other."""
         for g in items[:warmup]:

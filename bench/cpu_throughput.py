@@ -9,10 +9,9 @@ from bench.report import Section, command_line
 from bench.server import BenchModel
 from bench.throughput import ThroughputConfig, measure, table, target_notes
 
-FULL = ThroughputConfig(sizes=(64, 256), steps=20, concurrencies=(1, 4, 16), baseline_images={64: 24, 256: 8},
-                        rounds=2)
-QUICK = ThroughputConfig(sizes=(64, 256), steps=20, concurrencies=(1, 4, 16), baseline_images={64: 8, 256: 3},
-                         rounds=1, warmup=1)
+FULL = ThroughputConfig(sizes=(64, 256), steps=20, concurrencies=(1, 4, 16), cell_seconds=20.0)
+QUICK = ThroughputConfig(sizes=(64, 256), steps=20, concurrencies=(1, 4, 16), cell_seconds=4.0, min_images=2,
+                         max_images=16, warmup=1)
 TARGET_RATIO = 1.0
 TARGET_OVERHEAD_MS = 20.0
 

@@ -18,10 +18,10 @@ from bench.report import Section, Table, command_line, fmt
 from bench.server import BenchModel
 from bench.throughput import ThroughputConfig, ThroughputResult, measure, table, target_notes
 
-FULL = ThroughputConfig(sizes=(512,), steps=20, concurrencies=(1, 8, 16), baseline_images={512: 16}, rounds=3,
-                        sampler="DPM++ 2M")
-QUICK = ThroughputConfig(sizes=(512,), steps=20, concurrencies=(1, 8, 16), baseline_images={512: 6}, rounds=1,
-                         sampler="DPM++ 2M", warmup=1)
+FULL = ThroughputConfig(sizes=(512,), steps=20, concurrencies=(1, 8, 16), cell_seconds=20.0, min_images=16,
+                        max_images=128, rounds=3, sampler="DPM++ 2M")
+QUICK = ThroughputConfig(sizes=(512,), steps=20, concurrencies=(1, 8, 16), cell_seconds=5.0, min_images=4,
+                         max_images=32, sampler="DPM++ 2M", warmup=1)
 TFLOP_PER_IMAGE = 34.7  # one SD 1.5 image, 512x512, 20 steps, CFG (issue 5)
 TARGET_RATIO = 2.0
 # Dense fp16 tensor-core peaks (TFLOPS, no sparsity), by a substring of the device name; first match wins.

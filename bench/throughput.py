@@ -4,6 +4,11 @@ Shared by the CPU and GPU benchmarks: the baseline runs first in this process an
 `diffusiond serve` child runs the same requests through Stability v1 and `/v1/jobs` at each
 concurrency. Per-request overhead = diffusiond's mean latency at concurrency 1 minus the baseline's
 mean time per image.
+
+Request counts follow from the baseline's own speed: each measurement (the baseline, or one client at
+one concurrency) gets about `cell_seconds` of baseline-equivalent work, at least `min_images` and
+`rounds` requests per client, at most `max_images` (or `rounds` per client), and a multiple of the
+concurrency so no client idles while others finish a last round.
 """
 
 from __future__ import annotations
@@ -30,23 +35,26 @@ class ThroughputConfig:
     sizes: tuple[int, ...]
     steps: int
     concurrencies: tuple[int, ...]
-    baseline_images: Mapping[int, int]  # per size
-    rounds: int = 2  # at concurrency c, max(baseline_images, rounds * c) requests
+    cell_seconds: float  # baseline-equivalent work per measurement
+    min_images: int = 4
+    max_images: int = 96
+    rounds: int = 1  # requests per client at least
     apis: tuple[str, ...] = ("stability", "jobs")
     cfg_scale: float = 7.0
     sampler: str | None = None  # None: the model's own scheduler
     warmup: int = 2
 
-    def requests(self, size: int, concurrency: int) -> int:
-        return max(self.baseline_images[size], self.rounds * concurrency)
+    def count(self, per_image_s: float, concurrency: int) -> int:
+        """How many images/requests one measurement at `concurrency` gets."""
+        wanted = round(self.cell_seconds / per_image_s) if per_image_s > 0 else self.max_images
+        n = max(self.min_images, self.rounds * concurrency, min(wanted, self.max_images))
+        return -(-n // concurrency) * concurrency  # up to a multiple of the concurrency
 
     def describe(self) -> str:
-        parts = []
-        for size in self.sizes:
-            per_c = ", ".join(f"c={c}: {self.requests(size, c)}" for c in self.concurrencies)
-            parts.append(f"{size}x{size}: baseline {self.baseline_images[size]} images, diffusiond {per_c} "
-                         f"requests per client")
-        return "; ".join(parts) + f"; {self.warmup} warm-up images/requests per size and client, untimed"
+        return (f"about {self.cell_seconds:g} s of baseline-equivalent work per measurement (at least "
+                f"{self.min_images} images and {self.rounds} request(s) per client, at most {self.max_images}, "
+                f"a multiple of the concurrency; counts in the table); {self.warmup} warm-up images or "
+                "requests per size and client, untimed")
 
 
 class MemoryProbe(Protocol):
@@ -86,8 +94,9 @@ def measure(model: BenchModel, cfg: ThroughputConfig, work: Path, *, server_env:
     plain = PlainDiffusers(model.path, device=device, fp16=fp16, threads=threads)
     try:
         for size in cfg.sizes:
-            items = _items(cfg, size, cfg.baseline_images[size])
-            result.baseline[size] = plain.run(items, warmup=cfg.warmup)
+            per_image = plain.time_one(_items(cfg, size, cfg.warmup, seed=1))
+            items = _items(cfg, size, cfg.count(per_image, 1))
+            result.baseline[size] = plain.run(items, warmup=0)
             print(f"  baseline {size}x{size}: {result.baseline[size].images_per_second:.3f} images/s", flush=True)
     finally:
         plain.close()
@@ -107,7 +116,7 @@ def measure(model: BenchModel, cfg: ThroughputConfig, work: Path, *, server_env:
                 if warm.errors:
                     raise RuntimeError(f"warm-up {api} {size}x{size} failed: {warm.errors[0]}\n{server.log_tail()}")
                 for c in cfg.concurrencies:
-                    items = _items(cfg, size, cfg.requests(size, c))
+                    items = _items(cfg, size, cfg.count(result.baseline[size].mean_s, c))
                     load = run_load(server.url, server.key, call, items, c)
                     result.server[(size, api, c)] = load
                     print(f"  {api} {size}x{size} c={c}: {load.images_per_second:.3f} images/s, "

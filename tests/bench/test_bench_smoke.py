@@ -44,8 +44,8 @@ def tables(text: str) -> list[list[list[str]]]:
 
 
 def test_cpu_throughput_writes_the_baseline_beside_each_row(model: server.BenchModel, tmp_path: Path) -> None:
-    cfg = throughput.ThroughputConfig(sizes=(64,), steps=10, concurrencies=(1, 2), baseline_images={64: 2},
-                                      rounds=1, warmup=1)
+    cfg = throughput.ThroughputConfig(sizes=(64,), steps=10, concurrencies=(1, 2), cell_seconds=0.0, min_images=2,
+                                      max_images=2, warmup=1)
     text = written(cpu_throughput.run(model, tmp_path, config=cfg, label="smoke", threads=1), tmp_path)
     [table] = tables(text)
     assert table[0] == list(throughput.COLUMNS)
