@@ -54,7 +54,9 @@ SCHEDULE: dict[str, Any] = {
     "beta_start": 0.00085,
     "beta_end": 0.012,
     "beta_schedule": "scaled_linear",
-    "prediction_type": "epsilon",
+    # v-prediction (as SD 2.x): at high noise the target is ~ -x0, so the model must read colour and
+    # layout from the prompt; with epsilon a small budget learned a model that mostly ignored it.
+    "prediction_type": "v_prediction",
     "steps_offset": 1,
     "clip_sample": False,
     "set_alpha_to_one": False,
@@ -353,6 +355,8 @@ def train_diffusion(
     import torch
 
     generator = torch.Generator().manual_seed(config.seed + 2)
+    # Re-seed so initial weights do not depend on what the earlier stages drew (see `vae_from`).
+    torch.manual_seed(config.seed + 4)
     ddpm_config = {k: v for k, v in SCHEDULE.items() if k != "set_alpha_to_one"}
     noise_scheduler = _class("diffusers", "DDPMScheduler")(**ddpm_config)
     alphas_cumprod = noise_scheduler.alphas_cumprod
@@ -386,9 +390,10 @@ def train_diffusion(
 
             hidden = text_encoder(input_ids).last_hidden_state
             pred = unet(noisy, t, hidden).sample
-            # Min-SNR-gamma weighting (Hang et al. 2023), epsilon form: converges several times faster.
-            weight = torch.clamp(snr[t], max=config.snr_gamma) / snr[t]
-            per_sample = (pred - noise).pow(2).mean(dim=(1, 2, 3))
+            target = noise_scheduler.get_velocity(x0, noise, t)
+            # Min-SNR-gamma weighting (Hang et al. 2023), v-prediction form: converges several times faster.
+            weight = torch.clamp(snr[t], max=config.snr_gamma) / (snr[t] + 1.0)
+            per_sample = (pred - target).pow(2).mean(dim=(1, 2, 3))
             loss = (weight * per_sample).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -443,10 +448,15 @@ def train_shapes(
     unet_steps: int | None = None,
     dataset_size: int | None = None,
     snapshot_every: int | None = None,
+    vae_from: Path | None = None,
     progress: bool = True,
     config: ShapesTrainConfig | None = None,
 ) -> Path:
-    """Train the `shapes` model and write it as a diffusers folder at `out_dir`; returns `out_dir`."""
+    """Train the `shapes` model and write it as a diffusers folder at `out_dir`; returns `out_dir`.
+
+    `vae_from` reuses the autoencoder of an earlier run's folder with the same seed and dataset (stage
+    2 is deterministic), to iterate on the UNet stage without retraining it.
+    """
     import dataclasses
 
     import torch
@@ -470,7 +480,13 @@ def train_shapes(
 
     # 2. Dataset and autoencoder
     images, captions = _render_dataset(config, progress)
-    vae, vae_mse = train_vae(images, config, progress)
+    if vae_from is None:
+        vae, vae_mse = train_vae(images, config, progress)
+    else:
+        vae, vae_mse = _load_vae(Path(vae_from)), _recorded(Path(vae_from), "final_vae_mse")
+    # The latents come from the weights that ship (fp16), so a run that reuses a saved autoencoder
+    # (`vae_from`) trains exactly what a run from scratch does.
+    vae.to(torch.float16).to(torch.float32)
 
     # 3. Latents and their scale: SD multiplies latents by `scaling_factor` so they have unit variance.
     latents = encode_latents(vae, images, progress)
@@ -500,6 +516,21 @@ def train_shapes(
     # 5. Save
     write(out_dir, config.unet_steps, unet, text_encoder, diffusion_loss)
     return out_dir
+
+
+def _load_vae(folder: Path) -> AutoencoderKL:
+    import torch
+
+    vae_dir = folder / "vae" if (folder / "vae").is_dir() else folder
+    return _class("diffusers", "AutoencoderKL").from_pretrained(vae_dir, torch_dtype=torch.float32).eval()
+
+
+def _recorded(folder: Path, key: str) -> float:
+    """A number from an earlier run's TRAINING.json (0.0 when absent)."""
+    try:
+        return float(json.loads((folder / "TRAINING.json").read_text()).get(key, 0.0))
+    except (OSError, ValueError):
+        return 0.0
 
 
 def _write_record(folder: Path, config: ShapesTrainConfig, started: float, stats: dict[str, Any]) -> None:
@@ -541,11 +572,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dataset-size", type=int, default=None)
     parser.add_argument("--snapshot-every", type=int, default=None,
                         help="also save checkpoints/step-K every K UNet steps")
+    parser.add_argument("--vae-from", type=Path, default=None,
+                        help="reuse the autoencoder of an earlier run (same seed and dataset)")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     out = train_shapes(args.out, seed=args.seed, vae_steps=args.vae_steps, unet_steps=args.unet_steps,
                        dataset_size=args.dataset_size, snapshot_every=args.snapshot_every,
-                       progress=not args.quiet)
+                       vae_from=args.vae_from, progress=not args.quiet)
     print(json.loads((out / "TRAINING.json").read_text()))
 
 
