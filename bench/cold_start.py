@@ -34,7 +34,7 @@ image = pipe(prompt, negative_prompt="", width=size, height=size, num_inference_
              generator=torch.Generator("cpu").manual_seed(1), output_type="pil").images[0]
 print("first-image", image.size, flush=True)
 """
-COLUMNS = ("what", "runs", "median s", "min s", "max s", "vs baseline")
+COLUMNS = ("what", "runs", "median s", "min s", "max s", "time vs baseline")
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ def run(model: BenchModel, work: Path, *, config: ColdConfig = ColdConfig(),
     section = Section(title="Cold start", command=command_line(), model=model.label, label=label)
     section.facts += [
         ("settings", f"one {config.size}x{config.size} txt2img image, {config.steps} steps, CFG 7; "
-                     f"{config.repeats} runs each, alternating baseline and diffusiond; torch threads "
+                     f"{config.repeats} run(s) each, alternating baseline and diffusiond; torch threads "
                      f"{threads or 'default'} on both sides"),
         ("diffusiond", "`python -m diffusiond.cli serve` with a fresh DIFFUSIOND_HOME (SQLite, migrations at start"
                        + ("" if model.registered_by_server else "; the model registered beforehand, untimed")

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -57,8 +59,14 @@ def cuda_available() -> bool:
     return bool(torch.cuda.is_available())
 
 
+def exit_on_sigterm() -> None:
+    """SIGTERM unwinds like Ctrl-C, so the server child is stopped and the temp folder removed."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    exit_on_sigterm()
     names = selected(args.only)
     explicit_gpu = "gpu" in [n.strip() for n in args.only.split(",")]
     env = parse_env(args.server_env)
