@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import io
 from collections.abc import Callable
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -14,7 +13,6 @@ from PIL import Image
 
 from tests.conftest import LiveServer
 
-FIXTURES = Path(__file__).resolve().parents[4] / "shared" / "fixtures" / "stability"
 T2I = "/v1/generation/tiny/text-to-image"
 
 
@@ -34,7 +32,14 @@ def decode(b64: str) -> Image.Image:
 
 
 def fixture_image(name: str, size: int = 64) -> bytes:
-    return png_bytes(Image.open(FIXTURES / name).resize((size, size)))
+    """A deterministic picture with structure at every scale (gradients, a disc, stripes)."""
+    assert name == "init_image.png"
+    y, x = np.mgrid[0:size, 0:size] / size
+    rgb = np.stack([x, y, 1 - x * y], axis=-1) * 200 + 30
+    disc = (x - 0.6) ** 2 + (y - 0.4) ** 2 < 0.05
+    rgb[disc] = (230, 40, 40)
+    rgb[(np.floor(x * 8) % 2 == 0) & (y > 0.8)] = (20, 20, 20)
+    return png_bytes(Image.fromarray(rgb.astype(np.uint8)))
 
 
 def assert_error(r: httpx.Response, status: int, name: str) -> None:
