@@ -14,10 +14,10 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install --quiet --upgrade pip
 	@if $(PY) -c "import torch" 2>/dev/null; then echo "torch already installed"; \
 	else $(PIP) install --quiet "$(TORCH_SPEC)"; fi
+	$(PIP) install --quiet -e ".[dev]"
 	# spandrel and open_clip are installed without their torchvision dependency: there is no CPU
 	# build of torchvision, and diffusiond only reads open_clip's vocabulary file.
 	$(PIP) install --quiet --no-deps spandrel==0.4.2 open_clip_torch==3.3.0
-	$(PIP) install --quiet -e ".[dev]"
 	touch $(STAMP)
 
 env: $(STAMP)
