@@ -82,7 +82,7 @@ class KeyService:
         if not key:
             raise Unauthorized("missing authorization header")
         digest = hash_key(key)
-        with self.db.session() as s:
+        with self.db.read() as s:
             row = s.scalar(select(ApiKeyRow).where(ApiKeyRow.key_hash == digest))
         # The lookup is by digest; the compare below keeps the final check constant-time anyway.
         if row is None or row.revoked_at is not None or not hmac.compare_digest(row.key_hash, digest):

@@ -25,7 +25,7 @@ class TenantService:
         self.db = db
 
     def get(self, tenant_id: str) -> Tenant:
-        with self.db.session() as s:
+        with self.db.read() as s:
             row = s.get(TenantRow, tenant_id)
             if row is None:
                 raise NotFound(f"tenant {tenant_id} not found")
@@ -45,7 +45,7 @@ class TenantService:
 
     def ledger_sum(self, tenant_id: str) -> int:
         """The balance recomputed from the ledger (an invariant the tests check)."""
-        with self.db.session() as s:
+        with self.db.read() as s:
             return int(s.scalar(select(func.coalesce(func.sum(LedgerRow.amount), 0))
                                 .where(LedgerRow.tenant_id == tenant_id)) or 0)
 

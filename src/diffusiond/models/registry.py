@@ -138,7 +138,7 @@ class ModelRegistry:
 
     def list(self, kind: ModelKind | None = None) -> list[tuple[ModelRecord, list[str]]]:
         """Every model with its aliases."""
-        with self.db.session() as s:
+        with self.db.read() as s:
             q = select(ModelRow).order_by(ModelRow.kind, ModelRow.id)
             if kind is not None:
                 q = q.where(ModelRow.kind == kind.value)
@@ -149,7 +149,7 @@ class ModelRegistry:
             return [(_record(r), aliases.get(r.id, [])) for r in rows]
 
     def resolve(self, model_id: str, kind: ModelKind) -> ModelRecord:
-        with self.db.session() as s:
+        with self.db.read() as s:
             row = s.get(ModelRow, model_id)
             if row is None:
                 alias = s.get(ModelAliasRow, model_id)

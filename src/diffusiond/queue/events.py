@@ -10,7 +10,21 @@ import asyncio
 import contextlib
 import threading
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+
+
+class Subscription:
+    """Wake-ups for one job, registered before the caller reads the row (so none is missed)."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.event = asyncio.Event()
+
+    async def wait(self, timeout: float) -> None:
+        """Return on the next change (or one that came since the last wait), or after `timeout`."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.event.wait(), timeout)
+        self.event.clear()
 
 
 class JobEvents:
@@ -18,7 +32,7 @@ class JobEvents:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._waiters: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = defaultdict(set)
+        self._subs: dict[str, set[Subscription]] = defaultdict(set)
         self._listeners: list[Callable[[str], None]] = []
 
     def add_listener(self, callback: Callable[[str], None]) -> None:
@@ -28,26 +42,29 @@ class JobEvents:
     def publish(self, job_id: str) -> None:
         """Thread-safe: wake everything waiting on `job_id`."""
         with self._lock:
-            waiters = list(self._waiters.get(job_id, ()))
+            subs = list(self._subs.get(job_id, ()))
         for listener in self._listeners:
             listener(job_id)
-        for loop, event in waiters:
+        for sub in subs:
             with contextlib.suppress(RuntimeError):  # the waiter's loop may have closed
-                loop.call_soon_threadsafe(event.set)
+                sub.loop.call_soon_threadsafe(sub.event.set)
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self, job_id: str) -> AsyncIterator[Subscription]:
+        sub = Subscription()
+        with self._lock:
+            self._subs[job_id].add(sub)
+        try:
+            yield sub
+        finally:
+            with self._lock:
+                bucket = self._subs.get(job_id)
+                if bucket is not None:
+                    bucket.discard(sub)
+                    if not bucket:
+                        del self._subs[job_id]
 
     async def wait(self, job_id: str, timeout: float) -> None:
         """Return when `job_id` changes or after `timeout` seconds, whichever is first."""
-        entry = (asyncio.get_running_loop(), asyncio.Event())
-        with self._lock:
-            self._waiters[job_id].add(entry)
-        try:
-            await asyncio.wait_for(entry[1].wait(), timeout)
-        except TimeoutError:
-            pass
-        finally:
-            with self._lock:
-                bucket = self._waiters.get(job_id)
-                if bucket is not None:
-                    bucket.discard(entry)
-                    if not bucket:
-                        del self._waiters[job_id]
+        async with self.subscribe(job_id) as sub:
+            await sub.wait(timeout)

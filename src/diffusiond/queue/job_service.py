@@ -111,7 +111,7 @@ class JobService:
         return self.get(tenant_id, job_id)
 
     def _by_request(self, tenant_id: str, request_id: str, request_hash: str | None) -> Job | None:
-        with self.db.session() as s:
+        with self.db.read() as s:
             row = s.scalar(select(JobRow).where(JobRow.tenant_id == tenant_id,
                                                 JobRow.request_id == request_id))
             if row is None:
@@ -138,7 +138,7 @@ class JobService:
 
     def get(self, tenant_id: str | None, job_id: str) -> Job:
         """The job, or NotFound when it does not exist or belongs to another tenant."""
-        with self.db.session() as s:
+        with self.db.read() as s:
             row = s.get(JobRow, job_id)
             if row is None or (tenant_id is not None and row.tenant_id != tenant_id):
                 raise NotFound(f"job {job_id} not found")
@@ -147,7 +147,7 @@ class JobService:
     def list(self, tenant_id: str, *, status: JobStatus | None = None, limit: int = 20,
              offset: int = 0) -> tuple[list[Job], int]:
         """The tenant's jobs, newest first, and the total matching."""
-        with self.db.session() as s:
+        with self.db.read() as s:
             q = select(JobRow).where(JobRow.tenant_id == tenant_id)
             if status is not None:
                 q = q.where(JobRow.status == status.value)
@@ -157,7 +157,7 @@ class JobService:
 
     def queue_position(self, job: Job, endpoint: str = "default") -> tuple[int, int]:
         """(rank, length) of the queue the job waits in; rank 1 is next."""
-        with self.db.session() as s:
+        with self.db.read() as s:
             queued = select(func.count()).select_from(JobRow).where(
                 JobRow.status == JobStatus.QUEUED.value, JobRow.endpoint == endpoint)
             length = s.scalar(queued) or 0
@@ -182,7 +182,7 @@ class JobService:
         return self.get(tenant_id, job_id)
 
     def artifact(self, tenant_id: str, artifact_id: str) -> Artifact:
-        with self.db.session() as s:
+        with self.db.read() as s:
             row = s.get(ArtifactRow, artifact_id)
             if row is None or row.tenant_id != tenant_id:
                 raise NotFound(f"image {artifact_id} not found")

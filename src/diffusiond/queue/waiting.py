@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from diffusiond.domain.errors import Timeout
@@ -16,11 +17,12 @@ async def wait_for_job(jobs: JobService, events: JobEvents, tenant_id: str, job_
                        timeout: float) -> Job:
     """The job once it is terminal; raises Timeout after `timeout` seconds."""
     deadline = time.monotonic() + timeout
-    while True:
-        job = jobs.get(tenant_id, job_id)
-        if job.status.terminal:
-            return job
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise Timeout(f"job {job_id} did not finish within {timeout:g} s; it is still {job.status.value}")
-        await events.wait(job_id, min(POLL, left))
+    async with events.subscribe(job_id) as changes:  # before the first read: no change is missed
+        while True:
+            job = await asyncio.to_thread(jobs.get, tenant_id, job_id)
+            if job.status.terminal:
+                return job
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise Timeout(f"job {job_id} did not finish within {timeout:g} s; it is still {job.status.value}")
+            await changes.wait(min(POLL, left))

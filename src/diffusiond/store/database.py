@@ -37,10 +37,20 @@ class Database:
             event.listen(self.engine, "connect", _sqlite_pragmas)
             event.listen(self.engine, "begin", _sqlite_begin_immediate)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # Same pool; the option tells the SQLite begin hook that this transaction only reads.
+        self._read_sessions = sessionmaker(self.engine.execution_options(diffusiond_read_only=True),
+                                           expire_on_commit=False)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
+        """A read-write unit of work (on SQLite it takes the write lock at BEGIN)."""
         with self._sessions() as s, s.begin():
+            yield s
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A read-only unit of work: on SQLite it never waits for the write lock (WAL readers)."""
+        with self._read_sessions() as s, s.begin():
             yield s
 
     def migrate(self) -> None:
@@ -70,5 +80,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 def _sqlite_begin_immediate(conn: Any) -> None:
     # Take the write lock at BEGIN, so read-then-write transactions (claims, reservations) are
-    # serialised instead of failing with "database is locked" on upgrade.
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    # serialised instead of failing with "database is locked" on upgrade. Read-only units of
+    # work use a deferred BEGIN and proceed alongside the writer.
+    read_only = conn.get_execution_options().get("diffusiond_read_only", False)
+    conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")

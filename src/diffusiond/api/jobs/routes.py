@@ -24,6 +24,7 @@ from diffusiond.domain.jobs import Job
 from diffusiond.domain.models import ModelKind
 from diffusiond.domain.pricing import job_cost, to_credits
 from diffusiond.engine.detectors import BUILTIN_DETECTORS
+from diffusiond.queue.events import Subscription
 from diffusiond.services import Services
 from diffusiond.webhooks.ssrf import UrlPolicy
 
@@ -110,7 +111,7 @@ async def create_job(request: Request, principal: PrincipalDep, services: Servic
     job = await asyncio.to_thread(
         services.jobs.submit, principal.tenant_id, result.spec, cost=cost, kind="generation",
         request_id=body.request_id, request_hash=request_hash(body), notify_url=body.notify_url)
-    return envelope(services, job)
+    return await asyncio.to_thread(envelope, services, job)  # queue rank reads the database
 
 
 @router.post("/jobs/credits", response_model=w.CreditsPublic, openapi_extra=w.inline_schema(w.CreditsRequest))
@@ -165,6 +166,13 @@ def job_events(job_id: str, principal: PrincipalDep, services: ServicesDep) -> S
 
 
 async def sse_stream(services: Services, tenant_id: str, job_id: str) -> AsyncIterator[str]:
+    async with services.events.subscribe(job_id) as changes:  # before reading: no change is missed
+        async for chunk in _sse_events(services, tenant_id, job_id, changes):
+            yield chunk
+
+
+async def _sse_events(services: Services, tenant_id: str, job_id: str,
+                      changes: Subscription) -> AsyncIterator[str]:
     last: str | None = None
     n = 0
     idle = 0.0
@@ -183,7 +191,7 @@ async def sse_stream(services: Services, tenant_id: str, job_id: str) -> AsyncIt
         elif idle >= SSE_KEEPALIVE:
             idle = 0.0
             yield ": keep-alive\n\n"
-        await services.events.wait(job_id, SSE_POLL)
+        await changes.wait(SSE_POLL)
         idle += SSE_POLL
 
 

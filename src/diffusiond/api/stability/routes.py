@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import uuid
 from typing import Annotated
@@ -206,6 +207,13 @@ async def upload_image(services: Services, principal: Principal, form: FormData,
     settings = services.settings
     raw = await read_upload(form, name, settings.max_upload_bytes)
     assert raw is not None
+    return await asyncio.to_thread(store_upload, services, principal, raw, name, keep_alpha)
+
+
+def store_upload(services: Services, principal: Principal, raw: tuple[bytes, str], name: str,
+                 keep_alpha: bool) -> Uploaded:
+    """Validate, re-encode and store one uploaded image."""
+    settings = services.settings
     decoded = decode_upload(raw[0], max_bytes=settings.max_upload_bytes,
                             max_pixels=settings.max_upload_pixels, declared_mime=raw[1], field=name)
     image = decoded.image if keep_alpha or decoded.image.mode == "RGB" else decoded.image.convert("RGB")
@@ -222,14 +230,16 @@ def delete_blobs(services: Services, refs: list[ImageRef]) -> None:
 async def run(services: Services, principal: Principal, spec: JobSpec, accept: str | None, *,
               uploads: list[ImageRef], init_size: tuple[int, int] | None = None) -> Response:
     """Submit the job like any other, wait for it, and answer in the format `accept` asks for."""
+    # Database and blob work runs in worker threads: the event loop keeps serving other requests.
     try:
-        job = services.jobs.submit(principal.tenant_id, spec, cost=job_cost(spec, init_size), kind="stability")
+        job = await asyncio.to_thread(services.jobs.submit, principal.tenant_id, spec,
+                                      cost=job_cost(spec, init_size), kind="stability")
     except BaseException:
         delete_blobs(services, uploads)  # a refused request leaves nothing behind
         raise
     job = await wait_for_job(services.jobs, services.events, principal.tenant_id, job.id,
                              services.settings.sync_timeout_seconds)
-    return render_job(services, job, accept)
+    return await asyncio.to_thread(render_job, services, job, accept)
 
 
 def render_job(services: Services, job: Job, accept: str | None) -> Response:
