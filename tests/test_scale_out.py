@@ -132,6 +132,7 @@ def test_replicas_share_jobs_blobs_and_limits(cluster: dict[str, object]) -> Non
             time.sleep(0.3)
         assert seen["status"] == "SUCCESS", seen
         url = seen["successInfo"]["images"][0]["url"]
+        assert "Signature" in url and "/v1/blobs/" not in url  # a presigned S3 URL, not the API's
         assert Image.open(io.BytesIO(httpx.get(url).content)).size == (64, 64)
     # One token bucket per key across both replicas (Redis): 6 requests pass, alternating replicas,
     # then both refuse; per-replica buckets would have let all 8 through.

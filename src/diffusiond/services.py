@@ -102,7 +102,8 @@ def build_services(settings: Settings, *, with_workers: bool | None = None) -> S
     jobs = JobService(db, events, lease_seconds=settings.job_lease_seconds,
                       max_attempts=settings.job_max_attempts)
     blobs = build_blob_store(settings)
-    signer = UrlSigner(settings.resolved_signing_secret(), settings.resolved_public_url)
+    signer = UrlSigner(settings.resolved_signing_secret(), settings.resolved_public_url,
+                       presign=blobs.presigned_url)
     jobs.webhook_payload = job_payload_builder(signer, settings.url_expiry_seconds)
     tenants = TenantService(db)
     services = Services(
