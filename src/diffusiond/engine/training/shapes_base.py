@@ -80,7 +80,7 @@ class ShapesTrainConfig:
     decoder_batch_size: int = 8
     decoder_lr: float = 1e-3
     # UNet + text encoder
-    unet_steps: int = 4000
+    unet_steps: int = 4500
     batch_size: int = 16
     lr: float = 5e-4
     warmup_steps: int = 200
