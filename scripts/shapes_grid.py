@@ -73,7 +73,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--limit", type=int, default=None, help="only the first N prompts")
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--cfg", type=float, default=5.0)
+    parser.add_argument("--cfg", type=float, default=5.0)  # the recommended default
     parser.add_argument("--sampler", choices=sorted(SAMPLERS), default="euler")
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--out", type=Path, default=DOCS / "shapes_grid.png")
