@@ -10,6 +10,7 @@ measured) takes about 10-15 minutes on a 2-core CPU with the bundled model; --qu
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import signal
 import sys
@@ -29,6 +30,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.run_all", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="fewer requests and repeats (a check, not final figures)")
+    p.add_argument("--sizes", default="", help="comma-separated image sides for the CPU benchmark (default 64,256)")
     p.add_argument("--only", default="", help="comma-separated subset of: " + ", ".join(BENCHMARKS))
     p.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="the Markdown file sections are appended to")
     p.add_argument("--model-dir", type=Path, default=None,
@@ -99,6 +101,8 @@ def run_cpu_side(name: str, model: BenchModel, work: Path, args: argparse.Namesp
                  env: dict[str, str]) -> Section:
     if name == "cpu":
         cfg = cpu_throughput.QUICK if args.quick else cpu_throughput.FULL
+        if args.sizes:
+            cfg = dataclasses.replace(cfg, sizes=tuple(int(x) for x in args.sizes.split(",")))
         return cpu_throughput.run(model, work, config=cfg, server_env=env, label=args.label,
                                   threads=args.torch_threads)
     if name == "control":
