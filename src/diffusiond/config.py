@@ -46,6 +46,9 @@ class Settings(BaseSettings):
 
     # Auth and limits
     bootstrap_key: SecretStr | None = None
+    # A verified key is trusted this long before it is looked up again (0: every request). Revocation
+    # takes effect at once in the process that revokes, and within this time in other replicas.
+    auth_cache_seconds: float = 5.0
     default_credits: float = 100.0
     rate_limit_per_second: float = 30.0
     rate_limit_burst: int = 50

@@ -108,7 +108,7 @@ def build_services(settings: Settings, *, with_workers: bool | None = None) -> S
     tenants = TenantService(db)
     services = Services(
         settings=settings, db=db, blobs=blobs, signer=signer,
-        keys=KeyService(db), tenants=tenants, models=models, events=events, jobs=jobs,
+        keys=KeyService(db, settings.auth_cache_seconds), tenants=tenants, models=models, events=events, jobs=jobs,
         rate_limiter=build_rate_limiter(settings),
         webhooks=WebhookDispatcher(db, tenants, UrlPolicy(settings.webhook_allow_hosts)),
     )

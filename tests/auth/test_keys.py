@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -44,6 +45,47 @@ def test_revoked_key_stops_working(db: Database) -> None:
     keys.revoke(created.key_id)
     with pytest.raises(Unauthorized):
         keys.authenticate(created.key)
+
+
+def test_verified_key_is_cached_without_database_reads(db: Database) -> None:
+    keys = KeyService(db, cache_seconds=60)
+    created = keys.create("alice")
+    assert keys.cached(created.key) is None  # nothing verified yet
+    first = keys.authenticate(created.key)
+    db.dispose()
+    db.engine = None  # type: ignore[assignment]  # any database access would now fail
+    assert keys.cached(created.key) == first
+    assert keys.authenticate(created.key) == first
+    assert keys.cached("sk-dfd-wrong") is None
+
+
+def test_revoking_forgets_the_cached_key_at_once(db: Database) -> None:
+    keys = KeyService(db, cache_seconds=60)
+    created = keys.create("alice")
+    keys.authenticate(created.key)
+    keys.revoke(created.key_id)
+    assert keys.cached(created.key) is None
+    with pytest.raises(Unauthorized):
+        keys.authenticate(created.key)
+
+
+def test_cache_entries_expire(db: Database) -> None:
+    keys = KeyService(db, cache_seconds=0.05)
+    created = keys.create("alice")
+    keys.authenticate(created.key)
+    # Revoked elsewhere (another replica): this process notices once its entry expires.
+    KeyService(db).revoke(created.key_id)
+    assert keys.authenticate(created.key).key_id == created.key_id
+    time.sleep(0.06)
+    with pytest.raises(Unauthorized):
+        keys.authenticate(created.key)
+
+
+def test_cache_off_reads_every_time(db: Database) -> None:
+    keys = KeyService(db, cache_seconds=0)
+    created = keys.create("alice")
+    keys.authenticate(created.key)
+    assert keys.cached(created.key) is None
 
 
 def test_bootstrap_key_registered_once_as_admin(db: Database) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -27,12 +28,22 @@ def presented_key(request: Request) -> str | None:
     return request.headers.get("x-api-key")
 
 
-def get_principal(request: Request, services: ServicesDep) -> Principal:
-    """Authenticate, then take a token from the key's bucket."""
-    principal = services.keys.authenticate(presented_key(request))
+async def get_principal(request: Request, services: ServicesDep) -> Principal:
+    """Authenticate, then take a token from the key's bucket.
+
+    A key verified moments ago costs no I/O and stays on the event loop; a database lookup or a
+    Redis bucket runs in a worker thread.
+    """
+    key = presented_key(request)
+    principal = services.keys.cached(key)
+    if principal is None:
+        principal = await asyncio.to_thread(services.keys.authenticate, key)
     settings = services.settings
     rate = principal.rate_limit or settings.rate_limit_per_second
-    services.rate_limiter.acquire(principal.key_id, rate, settings.rate_limit_burst)
+    if services.rate_limiter.blocking:
+        await asyncio.to_thread(services.rate_limiter.acquire, principal.key_id, rate, settings.rate_limit_burst)
+    else:
+        services.rate_limiter.acquire(principal.key_id, rate, settings.rate_limit_burst)
     request.state.principal = principal
     return principal
 

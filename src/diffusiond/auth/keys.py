@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import threading
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -48,10 +50,20 @@ class CreatedKey:
 
 
 class KeyService:
-    """Creates tenants and keys, and turns a presented key into a Principal."""
+    """Creates tenants and keys, and turns a presented key into a Principal.
 
-    def __init__(self, db: Database) -> None:
+    A verified key is remembered for `cache_seconds` (by digest, never the key itself), so a busy
+    client costs no database read per request. Revoking in this process forgets it at once; other
+    replicas stop accepting it within `cache_seconds`.
+    """
+
+    CACHE_MAX = 10_000
+
+    def __init__(self, db: Database, cache_seconds: float = 0.0) -> None:
         self.db = db
+        self.cache_seconds = cache_seconds
+        self._cache: dict[str, tuple[Principal, float]] = {}
+        self._cache_lock = threading.Lock()
 
     def create(self, name: str, *, admin: bool = False, credits_milli: int = 0,
                tenant_id: str | None = None, key: str | None = None) -> CreatedKey:
@@ -78,16 +90,39 @@ class KeyService:
         if known is None:
             self.create("bootstrap", admin=True, credits_milli=credits_milli, key=key)
 
+    def cached(self, key: str | None) -> Principal | None:
+        """The principal for a key verified less than `cache_seconds` ago, else None (no I/O)."""
+        if not key or not self.cache_seconds:
+            return None
+        hit = self._cache.get(hash_key(key))
+        if hit is None or hit[1] < time.monotonic():
+            return None
+        return hit[0]
+
     def authenticate(self, key: str | None) -> Principal:
         if not key:
             raise Unauthorized("missing authorization header")
-        digest = hash_key(key)
+        principal = self.cached(key)
+        return principal if principal is not None else self._lookup(hash_key(key))
+
+    def _lookup(self, digest: str) -> Principal:
         with self.db.read() as s:
             row = s.scalar(select(ApiKeyRow).where(ApiKeyRow.key_hash == digest))
         # The lookup is by digest; the compare below keeps the final check constant-time anyway.
         if row is None or row.revoked_at is not None or not hmac.compare_digest(row.key_hash, digest):
             raise Unauthorized("invalid API key")
-        return Principal(key_id=row.id, tenant_id=row.tenant_id, role=row.role, rate_limit=row.rate_limit)
+        principal = Principal(key_id=row.id, tenant_id=row.tenant_id, role=row.role, rate_limit=row.rate_limit)
+        if self.cache_seconds:
+            with self._cache_lock:
+                if len(self._cache) >= self.CACHE_MAX:
+                    self._cache.clear()
+                self._cache[digest] = (principal, time.monotonic() + self.cache_seconds)
+        return principal
+
+    def _forget(self, key_id: str) -> None:
+        with self._cache_lock:
+            for digest in [d for d, (p, _) in self._cache.items() if p.key_id == key_id]:
+                del self._cache[digest]
 
     def revoke(self, key_id: str) -> None:
         with self.db.session() as s:
@@ -95,3 +130,4 @@ class KeyService:
             if row is None:
                 raise NotFound(f"key {key_id} not found")
             row.revoked_at = datetime.now(UTC)
+        self._forget(key_id)

@@ -10,12 +10,16 @@ from diffusiond.domain.errors import RateLimited
 
 
 class RateLimiter(Protocol):
+    # True when `acquire` does network I/O, so async callers must run it off the event loop.
+    blocking: bool
+
     def acquire(self, key: str, rate: float, burst: int) -> None:
         """Take one token or raise RateLimited."""
         ...
 
 
 class MemoryRateLimiter:
+    blocking = False
     """Buckets in this process: fine for one API replica."""
 
     def __init__(self) -> None:
@@ -48,6 +52,7 @@ return ok
 
 
 class RedisRateLimiter:
+    blocking = True
     """Buckets in Redis, shared by all API replicas."""
 
     def __init__(self, url: str) -> None:

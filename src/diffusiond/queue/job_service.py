@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import case, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -98,6 +98,7 @@ class JobService:
                 s.add(row)
                 s.flush()
                 self._outbox(s, row, "job.queued")
+                job = self._to_job(s, row)
         except IntegrityError:
             # A concurrent submit with the same request_id won the unique constraint; ours rolled
             # back whole (no job, no reservation), so answer with the winner's job.
@@ -108,7 +109,7 @@ class JobService:
                 raise
             return existing
         self.events.publish(job_id)
-        return self.get(tenant_id, job_id)
+        return job
 
     def _by_request(self, tenant_id: str, request_id: str, request_hash: str | None) -> Job | None:
         with self.db.read() as s:
@@ -157,12 +158,17 @@ class JobService:
 
     def queue_position(self, job: Job, endpoint: str = "default") -> tuple[int, int]:
         """(rank, length) of the queue the job waits in; rank 1 is next."""
+        if job.status is not JobStatus.QUEUED:
+            with self.db.read() as s:
+                length = s.scalar(select(func.count()).select_from(JobRow).where(
+                    JobRow.status == JobStatus.QUEUED.value, JobRow.endpoint == endpoint)) or 0
+            return 0, length
+        # One scan of the (status, endpoint, created_at) index answers both numbers.
+        earlier = case((JobRow.created_at < job.created_at, 1), else_=0)
         with self.db.read() as s:
-            queued = select(func.count()).select_from(JobRow).where(
-                JobRow.status == JobStatus.QUEUED.value, JobRow.endpoint == endpoint)
-            length = s.scalar(queued) or 0
-            ahead = s.scalar(queued.where(JobRow.created_at < job.created_at)) or 0
-        return (ahead + 1 if job.status is JobStatus.QUEUED else 0), length
+            length, ahead = s.execute(select(func.count(), func.coalesce(func.sum(earlier), 0)).where(
+                JobRow.status == JobStatus.QUEUED.value, JobRow.endpoint == endpoint)).one()
+        return int(ahead) + 1, int(length)
 
     def cancel(self, tenant_id: str, job_id: str) -> Job:
         """Queued jobs stop at once; running ones are flagged and stop within a denoising step."""

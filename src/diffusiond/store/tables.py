@@ -91,7 +91,8 @@ class JobRow(Base):
     __tablename__ = "jobs"
     __table_args__ = (
         UniqueConstraint("tenant_id", "request_id", name="uq_jobs_tenant_request"),
-        Index("ix_jobs_status_created", "status", "created_at"),
+        # The queue: rank, length and claims filter on status and endpoint, in arrival order.
+        Index("ix_jobs_queue", "status", "endpoint", "created_at"),
         Index("ix_jobs_tenant_created", "tenant_id", "created_at"),
     )
     id: Mapped[str] = mapped_column(String(40), primary_key=True)

@@ -93,6 +93,12 @@ class WebhookDispatcher:
 
     def _claim(self) -> list[Due]:
         now = datetime.now(UTC)
+        due = select(OutboxRow.id).where(OutboxRow.status == "pending", OutboxRow.next_attempt_at <= now)
+        # Every job change wakes the dispatcher; most have no webhook. A read costs no write lock, so
+        # look before taking one (on SQLite the write lock is shared with every submit).
+        with self.db.read() as s:
+            if s.scalar(due.limit(1)) is None:
+                return []
         with self.db.session() as s:
             rows = list(s.scalars(
                 select(OutboxRow).where(OutboxRow.status == "pending", OutboxRow.next_attempt_at <= now)

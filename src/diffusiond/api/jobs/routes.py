@@ -105,13 +105,18 @@ def translated(services: Services, principal: Principal, body: w.StagesIn) -> tu
 async def create_job(request: Request, principal: PrincipalDep, services: ServicesDep) -> w.JobEnvelope:
     """Create a multi-stage job; the same `requestId` with the same body returns the same job."""
     body = await parse(request, w.JobCreate)
-    if body.notify_url:  # resolves DNS: off the event loop
-        await asyncio.to_thread(UrlPolicy(services.settings.webhook_allow_hosts).check, body.notify_url)
-    result, cost = await asyncio.to_thread(translated, services, principal, body)
-    job = await asyncio.to_thread(
-        services.jobs.submit, principal.tenant_id, result.spec, cost=cost, kind="generation",
+    # DNS, the model registry and the database: one trip off the event loop for all of it.
+    return await asyncio.to_thread(submit_job, services, principal, body)
+
+
+def submit_job(services: Services, principal: Principal, body: w.JobCreate) -> w.JobEnvelope:
+    if body.notify_url:
+        UrlPolicy(services.settings.webhook_allow_hosts).check(body.notify_url)
+    result, cost = translated(services, principal, body)
+    job = services.jobs.submit(
+        principal.tenant_id, result.spec, cost=cost, kind="generation",
         request_id=body.request_id, request_hash=request_hash(body), notify_url=body.notify_url)
-    return await asyncio.to_thread(envelope, services, job)  # queue rank reads the database
+    return envelope(services, job)
 
 
 @router.post("/jobs/credits", response_model=w.CreditsPublic, openapi_extra=w.inline_schema(w.CreditsRequest))

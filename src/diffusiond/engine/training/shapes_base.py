@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import numpy as np
 
 from diffusiond.engine.training import shapes_dataset
+from diffusiond.machine import cpu_model
 
 if TYPE_CHECKING:
     import torch
@@ -63,6 +64,35 @@ SCHEDULE: dict[str, Any] = {
 }
 
 
+def zero_terminal_snr_betas(schedule: dict[str, Any]) -> list[float]:
+    """The schedule's betas rescaled to zero terminal SNR (Lin et al. 2024), written out in full.
+
+    With SD's own schedule the last timestep still shows 0.5% of the image, so a model learns to read
+    the layout off the noise, and at sampling time the layout follows the seed instead of the prompt.
+    At zero terminal SNR the first step sees pure noise and must take colour and layout from the
+    text. The final cumulative alpha is 2**-24 rather than 0 (as diffusers' Euler does) so sigma
+    stays finite. Written as `trained_betas` so every scheduler, not only those with a
+    `rescale_betas_zero_snr` flag, samples the schedule the model was trained on.
+    """
+    import torch
+    from diffusers.schedulers.scheduling_ddpm import rescale_zero_terminal_snr
+
+    steps = schedule["num_train_timesteps"]
+    betas = torch.linspace(schedule["beta_start"] ** 0.5, schedule["beta_end"] ** 0.5, steps,
+                           dtype=torch.float64) ** 2
+    alphas_cumprod = torch.cumprod(1.0 - rescale_zero_terminal_snr(betas), dim=0)
+    alphas_cumprod[-1] = 2.0**-24
+    previous = torch.cat([torch.ones(1, dtype=torch.float64), alphas_cumprod[:-1]])
+    return [float(b) for b in (1.0 - alphas_cumprod / previous)]
+
+
+def noise_schedule(config: ShapesTrainConfig) -> dict[str, Any]:
+    """The scheduler settings the model is trained with and ships with."""
+    if not config.zero_terminal_snr:
+        return dict(SCHEDULE)
+    return {**SCHEDULE, "trained_betas": zero_terminal_snr_betas(SCHEDULE)}
+
+
 @dataclass(frozen=True)
 class ShapesTrainConfig:
     """Every knob of one training run; the defaults produce the shipped weights."""
@@ -87,10 +117,14 @@ class ShapesTrainConfig:
     snapshot_every: int = 0
     caption_dropout: float = 0.1
     noise_offset: float = 0.05
-    snr_gamma: float = 5.0
+    zero_terminal_snr: bool = True
+    snr_gamma: float = 5.0  # 0 turns min-SNR weighting off (plain v-prediction MSE)
+    timestep_power: float = 1.0  # t ~ N * u**(1/power): 1 uniform, >1 favours high noise (layout)
     ema_decay: float = 0.998
     # Architecture
     unet_channels: tuple[int, ...] = (32, 64, 64)
+    # Which UNet levels (highest resolution first) get cross-attention; the mid block always has it.
+    unet_attention: tuple[bool, ...] = (True, True, False)
     text_hidden: int = 64
     text_layers: int = 3
     # One thread: on a shared CPU, two OpenMP threads spin against other processes and run up to
@@ -144,16 +178,17 @@ def build_text_encoder(config: ShapesTrainConfig) -> CLIPTextModel:
 
 
 def build_unet(config: ShapesTrainConfig) -> UNet2DConditionModel:
-    """A small SD-style UNet on 16x16 latents: cross-attention at 16x16 and 8x8, plain blocks at 4x4."""
-    levels = len(config.unet_channels)
+    """A small SD-style UNet on 16x16 latents, cross-attention at the levels `unet_attention` names."""
+    down = tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in config.unet_attention)
+    up = tuple("CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(config.unet_attention))
     return _class("diffusers", "UNet2DConditionModel")(
         sample_size=config.resolution // 4,
         in_channels=4,
         out_channels=4,
         block_out_channels=config.unet_channels,
         layers_per_block=1,
-        down_block_types=("CrossAttnDownBlock2D",) * (levels - 1) + ("DownBlock2D",),
-        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (levels - 1),
+        down_block_types=down,
+        up_block_types=up,
         cross_attention_dim=config.text_hidden,
         attention_head_dim=8,
         norm_num_groups=16,
@@ -357,7 +392,7 @@ def train_diffusion(
     generator = torch.Generator().manual_seed(config.seed + 2)
     # Re-seed so initial weights do not depend on what the earlier stages drew (see `vae_from`).
     torch.manual_seed(config.seed + 4)
-    ddpm_config = {k: v for k, v in SCHEDULE.items() if k != "set_alpha_to_one"}
+    ddpm_config = {k: v for k, v in noise_schedule(config).items() if k != "set_alpha_to_one"}
     noise_scheduler = _class("diffusers", "DDPMScheduler")(**ddpm_config)
     alphas_cumprod = noise_scheduler.alphas_cumprod
     snr = alphas_cumprod / (1.0 - alphas_cumprod)
@@ -385,14 +420,17 @@ def train_diffusion(
             # SD's terminal SNR barely allows; colour is what this model is about.
             noise = torch.randn(x0.shape, generator=generator)
             noise += config.noise_offset * torch.randn((b, x0.shape[1], 1, 1), generator=generator)
-            t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (b,), generator=generator)
+            steps_total = noise_scheduler.config.num_train_timesteps
+            u = torch.rand(b, generator=generator)
+            t = (steps_total * u.pow(1.0 / config.timestep_power)).long().clamp(max=steps_total - 1)
             noisy = noise_scheduler.add_noise(x0, noise, t)
 
             hidden = text_encoder(input_ids).last_hidden_state
             pred = unet(noisy, t, hidden).sample
             target = noise_scheduler.get_velocity(x0, noise, t)
             # Min-SNR-gamma weighting (Hang et al. 2023), v-prediction form: converges several times faster.
-            weight = torch.clamp(snr[t], max=config.snr_gamma) / (snr[t] + 1.0)
+            weight = (torch.clamp(snr[t], max=config.snr_gamma) / (snr[t] + 1.0) if config.snr_gamma
+                      else torch.ones(b))
             per_sample = (pred - target).pow(2).mean(dim=(1, 2, 3))
             loss = (weight * per_sample).mean()
             optimizer.zero_grad(set_to_none=True)
@@ -417,12 +455,12 @@ def train_diffusion(
 
 def save_pipeline(
     out_dir: Path, vae: AutoencoderKL, unet: UNet2DConditionModel, text_encoder: CLIPTextModel,
-    tokenizer: CLIPTokenizer,
+    tokenizer: CLIPTokenizer, schedule: dict[str, Any] = SCHEDULE,
 ) -> None:
     """Write a StableDiffusionPipeline folder of safetensors (UNet and VAE in fp16 to stay small)."""
     import torch
 
-    scheduler = _class("diffusers", "EulerDiscreteScheduler")(**{k: v for k, v in SCHEDULE.items()
+    scheduler = _class("diffusers", "EulerDiscreteScheduler")(**{k: v for k, v in schedule.items()
                                           if k not in ("clip_sample", "set_alpha_to_one")},
                                        timestep_spacing="trailing")
     # The text encoder stays fp32: transformers loads weights in their stored dtype by default and
@@ -502,7 +540,7 @@ def train_shapes(
     # 4. UNet and text encoder, with optional snapshots: each is a complete model, identical to what
     #    a run with that many steps produces (see `_lr_factor`).
     def write(folder: Path, steps: int, unet: UNet2DConditionModel, text: CLIPTextModel, loss: float) -> None:
-        save_pipeline(folder, vae, unet, text, tokenizer)
+        save_pipeline(folder, vae, unet, text, tokenizer, noise_schedule(config))
         stats = {"unet_steps": steps, "final_vae_mse": round(vae_mse, 6),
                  "final_diffusion_loss": round(loss, 5)}
         _write_record(folder, dataclasses.replace(config, unet_steps=steps), started, stats)
@@ -546,20 +584,10 @@ def _write_record(folder: Path, config: ShapesTrainConfig, started: float, stats
         "config": asdict(config),
         "wall_time_s": round(time.monotonic() - started, 1),
         **stats,
-        "machine": {"platform": platform.platform(), "cpu": _cpu_name(), "cpu_count": os.cpu_count(),
+        "machine": {"platform": platform.platform(), "cpu": cpu_model(), "cpu_count": os.cpu_count(),
                     "torch_threads": config.threads, "torch": torch.__version__},
     }
     (folder / "TRAINING.json").write_text(json.dumps(record, indent=2) + "\n")
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main(argv: list[str] | None = None) -> None:
