@@ -191,3 +191,50 @@ def run_load(base_url: str, key: str, call: Call, items: Sequence[Any], concurre
             f.result()
         result.wall_s = time.perf_counter() - t0
     return result
+
+
+def run_paced(base_url: str, key: str, call: Call, items: Sequence[Any], rate: float,
+              concurrency: int = 16) -> LoadResult:
+    """Open loop: item i is due at start + i / rate, whether or not earlier ones have finished.
+
+    Latency counts from when a request was due, not when a client thread got to it, so a server
+    that falls behind shows its queueing delay (no coordinated omission). `concurrency` threads
+    send; the result's `concurrency` field holds it.
+    """
+    lock = threading.Lock()
+    indexed: Iterator[tuple[int, Any]] = iter(enumerate(items))
+    result = LoadResult(concurrency=concurrency, wall_s=0.0)
+    start_gate = threading.Barrier(concurrency + 1)
+    start = [0.0]
+
+    def worker() -> None:
+        headers = {"Authorization": f"Bearer {key}"}
+        limits = httpx.Limits(max_connections=2, max_keepalive_connections=2)
+        with httpx.Client(base_url=base_url, headers=headers, timeout=TIMEOUT, limits=limits) as client:
+            start_gate.wait()
+            while True:
+                with lock:
+                    nxt = next(indexed, None)
+                if nxt is None:
+                    return
+                due = start[0] + nxt[0] / rate
+                time.sleep(max(0.0, due - time.perf_counter()))
+                try:
+                    made = call(client, nxt[1])
+                except (RequestFailed, httpx.HTTPError, KeyError, ValueError) as e:
+                    with lock:
+                        result.errors.append(f"{type(e).__name__}: {e}")
+                    continue
+                elapsed = time.perf_counter() - due
+                with lock:
+                    result.latencies_s.append(elapsed)
+                    result.images += made
+
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        futures = [pool.submit(worker) for _ in range(concurrency)]
+        start[0] = time.perf_counter() + 0.05
+        start_gate.wait()
+        for f in futures:
+            f.result()
+        result.wall_s = time.perf_counter() - start[0]
+    return result

@@ -202,11 +202,16 @@ class _CliContext:
 def train_shapes_cmd(
     out: Annotated[Path, typer.Option(help="Output diffusers folder.")] = Path("shapes-model"),
     seed: Annotated[int, typer.Option(help="Training seed; the same seed gives the same weights.")] = 0,
+    unet_steps: Annotated[Optional[int], typer.Option(help="UNet steps (default: the shipped recipe's).")] = None,  # noqa: UP045
+    snapshot_every: Annotated[Optional[int], typer.Option(  # noqa: UP045
+        help="Also save checkpoints/step-K every K UNet steps.")] = None,
+    vae_from: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        help="Reuse the autoencoder of an earlier run with the same seed (skips that stage).")] = None,
 ) -> None:
     """Train the bundled `shapes` model from its synthetic dataset (CPU, under 90 minutes)."""
     from diffusiond.engine.training.shapes_base import train_shapes
 
-    path = train_shapes(out, seed=seed)
+    path = train_shapes(out, seed=seed, unet_steps=unet_steps, snapshot_every=snapshot_every, vae_from=vae_from)
     typer.echo(f"wrote {path}")
 
 

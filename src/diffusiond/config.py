@@ -42,6 +42,8 @@ class Settings(BaseSettings):
 
     # Models
     default_model: str = "shapes"
+    # How long a resolved model id is trusted; changes from other processes show up within this.
+    registry_cache_seconds: float = 2.0
     bundled_models: bool = True
 
     # Auth and limits

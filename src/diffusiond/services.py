@@ -57,9 +57,8 @@ class Services:
             self.events.add_listener(lambda _job_id: executor.notify())
             executor.start()
         if self.webhooks is not None:
-            webhooks = self.webhooks
-            self.events.add_listener(lambda _job_id: webhooks.notify())
-            webhooks.start()
+            self.jobs.on_outbox = self.webhooks.notify  # wake on new outbox rows, not on every change
+            self.webhooks.start()
 
     def stop(self) -> None:
         if self.webhooks is not None:
@@ -97,7 +96,7 @@ def build_runner(settings: Settings, models: ModelRegistry) -> Runner:
 def build_services(settings: Settings, *, with_workers: bool | None = None) -> Services:
     settings.home.mkdir(parents=True, exist_ok=True)
     db = Database(settings.resolved_database_url)
-    models = ModelRegistry(db)
+    models = ModelRegistry(db, settings.registry_cache_seconds)
     events = JobEvents()
     jobs = JobService(db, events, lease_seconds=settings.job_lease_seconds,
                       max_attempts=settings.job_max_attempts)

@@ -60,13 +60,20 @@ def test_cpu_throughput_writes_the_baseline_beside_each_row(model: server.BenchM
 
 
 def test_control_plane_measures_submit_and_get_beside_the_http_floor(model: server.BenchModel, tmp_path: Path) -> None:
-    cfg = control_plane.ControlConfig(requests=12, concurrency=4, warmup=4, backends=("sqlite",))
+    cfg = control_plane.ControlConfig(requests=12, concurrency=4, warmup=4, backends=("sqlite",),
+                                      paced_rate=40.0, paced_requests=8)
     text = written(control_plane.run(model, tmp_path, config=cfg), tmp_path)
     [table] = tables(text)
     assert table[0] == list(control_plane.COLUMNS)
-    assert [r[1] for r in table[1:]] == ["GET /healthz (baseline: HTTP floor)", "POST /v1/jobs", "GET /v1/jobs/{id}"]
-    assert all(r[3] == "12" and r[4] == "0" for r in table[1:])
-    assert "target submit p99 < 50 ms on sqlite" in text
+    assert [r[1] for r in table[1:]] == ["GET /healthz (baseline: HTTP floor)", "POST /v1/jobs", "GET /v1/jobs/{id}",
+                                         "POST /v1/jobs (open loop)"]
+    assert all(r[3] == "12" and r[4] == "0" for r in table[1:4])
+    assert table[4][2] == "40/s paced" and table[4][3] == "8" and table[4][4] == "0"
+    # 8 submits due 25 ms apart take at least 7 intervals of wall time
+    assert float(table[4][5]) >= 7 / 40
+    assert all(float(r[10]) > 0 for r in table[1:]), "server CPU per request"
+    assert "target submit p99 < 50 ms on sqlite, 4 in flight" in text
+    assert "target submit p99 < 50 ms on sqlite, 40/s paced" in text
 
 
 def test_cold_start_times_serve_to_first_image_and_the_baseline(model: server.BenchModel, tmp_path: Path) -> None:

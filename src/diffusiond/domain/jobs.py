@@ -74,6 +74,8 @@ class Job:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     artifacts: tuple[Artifact, ...] = field(default=())
+    # (rank, length) of the queue, read together with the row when asked for; rank 1 is next.
+    queue_position: tuple[int, int] | None = None
 
     @property
     def overall_progress(self) -> float:

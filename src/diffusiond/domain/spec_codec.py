@@ -56,14 +56,20 @@ def _decode(tp: Any, value: Any) -> Any:
     return value
 
 
+_FIELDS: dict[type[Any], tuple[tuple[str, Any], ...]] = {}
+
+
+def _init_fields(cls: type[Any]) -> tuple[tuple[str, Any], ...]:
+    """(name, resolved type) of a dataclass's init fields; resolving the hints is the slow part."""
+    fields = _FIELDS.get(cls)
+    if fields is None:
+        hints = typing.get_type_hints(cls)
+        fields = _FIELDS[cls] = tuple((f.name, hints[f.name]) for f in dataclasses.fields(cls) if f.init)
+    return fields
+
+
 def _decode_dataclass(cls: type[Any], data: dict[str, Any]) -> Any:
-    hints = typing.get_type_hints(cls)
-    kwargs = {
-        f.name: _decode(hints[f.name], data[f.name])
-        for f in dataclasses.fields(cls)
-        if f.init and f.name in data
-    }
-    return cls(**kwargs)
+    return cls(**{name: _decode(tp, data[name]) for name, tp in _init_fields(cls) if name in data})
 
 
 def spec_to_json(spec: JobSpec) -> str:

@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 import re
 import struct
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from diffusiond.domain.errors import InvalidParams, NotFound
 from diffusiond.domain.models import ModelFormat, ModelKind, ModelRecord
@@ -52,10 +56,26 @@ def detect_checkpoint_family(keys: dict[str, list[int]]) -> str:
 
 
 class ModelRegistry:
-    """Models in the database; implements the engine's `ModelResolver`."""
+    """Models in the database; implements the engine's `ModelResolver`.
 
-    def __init__(self, db: Database) -> None:
+    Resolved ids are remembered for `cache_seconds`: every request names a model, and the registry
+    changes rarely. Changes made through this registry clear the memory at once; changes made by
+    another process (the CLI, another replica) are seen within `cache_seconds`.
+    """
+
+    def __init__(self, db: Database, cache_seconds: float = 0.0) -> None:
         self.db = db
+        self.cache_seconds = cache_seconds
+        self._cache: dict[tuple[str, ModelKind], tuple[ModelRecord, float]] = {}
+
+    @contextmanager
+    def _writing(self) -> Iterator[Session]:
+        """A unit of work that changes the registry; the resolve cache is dropped when it ends."""
+        try:
+            with self.db.session() as s:
+                yield s
+        finally:
+            self._cache.clear()
 
     def add(self, path: Path, model_id: str, kind: ModelKind = ModelKind.CHECKPOINT, *,
             family: str | None = None, name: str = "", description: str = "",
@@ -67,7 +87,7 @@ class ModelRegistry:
         fmt, family = self._inspect(path, kind, family)
         record = ModelRecord(id=model_id, kind=kind, format=fmt, path=str(path), family=family,
                              trigger_words=trigger_words, name=name or model_id, description=description)
-        with self.db.session() as s:
+        with self._writing() as s:
             existing = s.get(ModelRow, model_id)
             if existing is not None and not replace:
                 raise InvalidParams(f"model {model_id!r} already exists", code="model_exists")
@@ -116,7 +136,7 @@ class ModelRegistry:
     def alias(self, alias: str, model_id: str) -> None:
         if not _ID.match(alias):
             raise InvalidParams(f"invalid alias {alias!r}", code="invalid_model_id")
-        with self.db.session() as s:
+        with self._writing() as s:
             if s.get(ModelRow, model_id) is None:
                 raise NotFound(f"model {model_id!r} not found")
             if s.get(ModelRow, alias) is not None:
@@ -128,7 +148,7 @@ class ModelRegistry:
                 row.model_id = model_id
 
     def remove(self, model_id: str) -> None:
-        with self.db.session() as s:
+        with self._writing() as s:
             row = s.get(ModelRow, model_id)
             if row is None:
                 raise NotFound(f"model {model_id!r} not found")
@@ -149,6 +169,17 @@ class ModelRegistry:
             return [(_record(r), aliases.get(r.id, [])) for r in rows]
 
     def resolve(self, model_id: str, kind: ModelKind) -> ModelRecord:
+        hit = self._cache.get((model_id, kind))
+        if hit is not None and hit[1] > time.monotonic():
+            return hit[0]
+        record = self._lookup(model_id, kind)
+        if self.cache_seconds:
+            if len(self._cache) > 1000:
+                self._cache.clear()
+            self._cache[(model_id, kind)] = (record, time.monotonic() + self.cache_seconds)
+        return record
+
+    def _lookup(self, model_id: str, kind: ModelKind) -> ModelRecord:
         with self.db.read() as s:
             row = s.get(ModelRow, model_id)
             if row is None:
@@ -160,13 +191,13 @@ class ModelRegistry:
 
     def register_builtins(self, default_model: str) -> None:
         """The built-in lanczos upscaler and the bundled models shipped in the package."""
-        with self.db.session() as s:
+        with self._writing() as s:
             if s.get(ModelRow, "lanczos") is None:
                 s.add(ModelRow(id="lanczos", kind=ModelKind.UPSCALER.value, format=ModelFormat.BUILTIN.value,
                                family="builtin", path="", name="Lanczos", description="Lanczos resampling"))
         shapes = BUNDLED_DIR / "shapes"
         if (shapes / "model_index.json").is_file():
-            with self.db.session() as s:
+            with self._writing() as s:
                 row = s.get(ModelRow, "shapes")
                 if row is None:
                     s.add(ModelRow(id="shapes", kind=ModelKind.CHECKPOINT.value,

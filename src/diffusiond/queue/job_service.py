@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import Table, case, func, insert, select, update
+from sqlalchemy import event as sa_event
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -73,54 +74,61 @@ class JobService:
         self.lease = timedelta(seconds=lease_seconds)
         self.max_attempts = max_attempts
         self.webhook_payload = webhook_payload
+        # Called after a commit that wrote webhook outbox rows (the dispatcher wakes on it).
+        self.on_outbox: Callable[[], None] | None = None
 
     # ---- client side -------------------------------------------------------------------------
 
     def submit(self, tenant_id: str, spec: JobSpec, *, cost: int, kind: str = "generation",
                request_id: str | None = None, request_hash: str | None = None,
                notify_url: str | None = None, endpoint: str = "default") -> Job:
-        """Create a queued job and reserve its credits, or return the job `request_id` made."""
-        if request_id is not None:
-            existing = self._by_request(tenant_id, request_id, request_hash)
-            if existing is not None:
-                return existing
+        """Create a queued job and reserve its credits, or return the job `request_id` made.
+
+        One transaction: the idempotency check, the reservation, the row, its outbox entry and the
+        job's place in the queue.
+        """
         job_id = uuid.uuid4().hex
         try:
             with self.db.session() as s:
+                existing = self._by_request(s, tenant_id, request_id, request_hash)
+                if existing is not None:
+                    return self._to_job(s, existing, with_queue=True)
                 self._reserve(s, tenant_id, job_id, cost)
-                row = JobRow(
+                now = now_utc()
+                values: dict[str, Any] = dict(
                     id=job_id, tenant_id=tenant_id, request_id=request_id, request_hash=request_hash,
                     kind=kind, spec=spec_to_json(spec), batch_key=batch_key_for(spec),
                     endpoint=endpoint, status=JobStatus.QUEUED.value, attempt=0, progress={},
-                    credits_reserved=cost, credits_charged=0, notify_url=notify_url,
-                    created_at=now_utc(), updated_at=now_utc(),
+                    credits_reserved=cost, credits_charged=0, notify_url=notify_url, cancel_requested=False,
+                    created_at=now, updated_at=now,
                 )
-                s.add(row)
-                s.flush()
+                # A plain INSERT: the ORM's unit of work costs more than the rest of the submit.
+                s.execute(insert(_table(JobRow)).values(**values))
+                row = JobRow(**values)  # transient: only read below
                 self._outbox(s, row, "job.queued")
-                job = self._to_job(s, row)
+                job = self._to_job(s, row, with_queue=True)
         except IntegrityError:
             # A concurrent submit with the same request_id won the unique constraint; ours rolled
             # back whole (no job, no reservation), so answer with the winner's job.
             if request_id is None:
                 raise
-            existing = self._by_request(tenant_id, request_id, request_hash)
-            if existing is None:
-                raise
-            return existing
+            with self.db.read() as s:
+                winner = self._by_request(s, tenant_id, request_id, request_hash)
+                if winner is None:
+                    raise
+                return self._to_job(s, winner, with_queue=True)
         self.events.publish(job_id)
         return job
 
-    def _by_request(self, tenant_id: str, request_id: str, request_hash: str | None) -> Job | None:
-        with self.db.read() as s:
-            row = s.scalar(select(JobRow).where(JobRow.tenant_id == tenant_id,
-                                                JobRow.request_id == request_id))
-            if row is None:
-                return None
-            if request_hash is not None and row.request_hash != request_hash:
-                raise Conflict(f"requestId {request_id!r} was already used with a different body",
-                               code="idempotency_conflict")
-            return self._to_job(s, row)
+    def _by_request(self, s: Session, tenant_id: str, request_id: str | None,
+                    request_hash: str | None) -> JobRow | None:
+        if request_id is None:
+            return None
+        row = s.scalar(select(JobRow).where(JobRow.tenant_id == tenant_id, JobRow.request_id == request_id))
+        if row is not None and request_hash is not None and row.request_hash != request_hash:
+            raise Conflict(f"requestId {request_id!r} was already used with a different body",
+                           code="idempotency_conflict")
+        return row
 
     def _reserve(self, s: Session, tenant_id: str, job_id: str, cost: int) -> None:
         # A guarded UPDATE is atomic on SQLite and PostgreSQL: two concurrent reservations cannot
@@ -135,15 +143,19 @@ class JobService:
             raise InsufficientCredits(
                 f"this request costs {cost / 1000:g} credits but the balance is {balance / 1000:g}"
             )
-        s.add(LedgerRow(tenant_id=tenant_id, job_id=job_id, entry="reserve", amount=-cost))
+        s.execute(insert(_table(LedgerRow)).values(tenant_id=tenant_id, job_id=job_id, entry="reserve",
+                                                     amount=-cost))
 
-    def get(self, tenant_id: str | None, job_id: str) -> Job:
-        """The job, or NotFound when it does not exist or belongs to another tenant."""
+    def get(self, tenant_id: str | None, job_id: str, *, with_queue: bool = False) -> Job:
+        """The job, or NotFound when it does not exist or belongs to another tenant.
+
+        `with_queue` also reads a queued job's place in the queue, in the same transaction.
+        """
         with self.db.read() as s:
             row = s.get(JobRow, job_id)
             if row is None or (tenant_id is not None and row.tenant_id != tenant_id):
                 raise NotFound(f"job {job_id} not found")
-            return self._to_job(s, row)
+            return self._to_job(s, row, with_queue=with_queue)
 
     def list(self, tenant_id: str, *, status: JobStatus | None = None, limit: int = 20,
              offset: int = 0) -> tuple[list[Job], int]:
@@ -157,17 +169,20 @@ class JobService:
             return [self._to_job(s, r) for r in rows], total
 
     def queue_position(self, job: Job, endpoint: str = "default") -> tuple[int, int]:
-        """(rank, length) of the queue the job waits in; rank 1 is next."""
-        if job.status is not JobStatus.QUEUED:
-            with self.db.read() as s:
-                length = s.scalar(select(func.count()).select_from(JobRow).where(
-                    JobRow.status == JobStatus.QUEUED.value, JobRow.endpoint == endpoint)) or 0
-            return 0, length
-        # One scan of the (status, endpoint, created_at) index answers both numbers.
-        earlier = case((JobRow.created_at < job.created_at, 1), else_=0)
+        """(rank, length) of the queue the job waits in; rank 1 is next, 0 once it left the queue."""
+        if job.queue_position is not None:
+            return job.queue_position
         with self.db.read() as s:
-            length, ahead = s.execute(select(func.count(), func.coalesce(func.sum(earlier), 0)).where(
-                JobRow.status == JobStatus.QUEUED.value, JobRow.endpoint == endpoint)).one()
+            return self._queue_position(s, endpoint, job.created_at if job.status is JobStatus.QUEUED else None)
+
+    @staticmethod
+    def _queue_position(s: Session, endpoint: str, created_at: datetime | None) -> tuple[int, int]:
+        # One scan of the (status, endpoint, created_at) index answers both numbers.
+        queued = (JobRow.status == JobStatus.QUEUED.value, JobRow.endpoint == endpoint)
+        if created_at is None:
+            return 0, s.scalar(select(func.count()).where(*queued)) or 0
+        earlier = case((JobRow.created_at < created_at, 1), else_=0)
+        length, ahead = s.execute(select(func.count(), func.coalesce(func.sum(earlier), 0)).where(*queued)).one()
         return int(ahead) + 1, int(length)
 
     def cancel(self, tenant_id: str, job_id: str) -> Job:
@@ -354,8 +369,14 @@ class JobService:
                         event=event, url=row.notify_url, terminal=terminal,
                         payload=json.dumps({"type": event, "timestamp": now_utc().isoformat(),
                                             "data": payload})))
+        if self.on_outbox is not None:
+            notify = self.on_outbox
+            sa_event.listen(s, "after_commit", lambda _session: notify(), once=True)
 
-    def _to_job(self, s: Session, row: JobRow) -> Job:
+    def _to_job(self, s: Session, row: JobRow, *, with_queue: bool = False) -> Job:
+        queue = None
+        if with_queue and row.status == JobStatus.QUEUED.value:
+            queue = self._queue_position(s, row.endpoint, row.created_at)
         arts: Sequence[ArtifactRow] = []
         if row.status == JobStatus.SUCCEEDED.value:
             arts = s.scalars(select(ArtifactRow).where(ArtifactRow.job_id == row.id)
@@ -369,8 +390,14 @@ class JobService:
             created_at=as_utc(row.created_at), updated_at=as_utc(row.updated_at),
             started_at=as_utc(row.started_at) if row.started_at else None,
             finished_at=as_utc(row.finished_at) if row.finished_at else None,
-            artifacts=tuple(_artifact(a) for a in arts),
+            artifacts=tuple(_artifact(a) for a in arts), queue_position=queue,
         )
+
+
+def _table(model: type[Any]) -> Table:
+    """A mapped class's Table, for plain Core statements."""
+    table: Table = model.__table__
+    return table
 
 
 def _artifact(row: ArtifactRow) -> Artifact:

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated, TypeVar
 
 import pydantic
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from starlette.datastructures import UploadFile
 
@@ -62,6 +62,14 @@ async def parse(request: Request, model: type[M]) -> M:
                             field=names[-1] if names else None) from None
 
 
+def json_body(model: pydantic.BaseModel) -> Response:
+    """What `response_model_exclude_none=True` sends, without FastAPI validating the model again.
+
+    For the hot paths (submit, status polls): the model was built and validated just now.
+    """
+    return Response(model.model_dump_json(by_alias=True, exclude_none=True), media_type="application/json")
+
+
 def resources(services: Services) -> ResourceStore:
     return ResourceStore(services.db, services.blobs, services.signer, services.settings)
 
@@ -102,11 +110,11 @@ def translated(services: Services, principal: Principal, body: w.StagesIn) -> tu
 
 @router.post("/jobs", response_model=w.JobEnvelope, response_model_exclude_none=True,
              openapi_extra=w.inline_schema(w.JobCreate))
-async def create_job(request: Request, principal: PrincipalDep, services: ServicesDep) -> w.JobEnvelope:
+async def create_job(request: Request, principal: PrincipalDep, services: ServicesDep) -> Response:
     """Create a multi-stage job; the same `requestId` with the same body returns the same job."""
     body = await parse(request, w.JobCreate)
     # DNS, the model registry and the database: one trip off the event loop for all of it.
-    return await asyncio.to_thread(submit_job, services, principal, body)
+    return json_body(await asyncio.to_thread(submit_job, services, principal, body))
 
 
 def submit_job(services: Services, principal: Principal, body: w.JobCreate) -> w.JobEnvelope:
@@ -144,8 +152,8 @@ def list_jobs(principal: PrincipalDep, services: ServicesDep,
 
 
 @router.get("/jobs/{job_id}", response_model=w.JobEnvelope, response_model_exclude_none=True)
-def get_job(job_id: str, principal: PrincipalDep, services: ServicesDep) -> w.JobEnvelope:
-    return envelope(services, services.jobs.get(principal.tenant_id, job_id))
+def get_job(job_id: str, principal: PrincipalDep, services: ServicesDep) -> Response:
+    return json_body(envelope(services, services.jobs.get(principal.tenant_id, job_id, with_queue=True)))
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=w.CanceledJob, response_model_exclude_none=True)
