@@ -45,6 +45,7 @@ def test_compatible_jobs_run_as_one_batch(setup: tuple[JobService, Worker, Local
            for i, p in enumerate(["a red circle", "a blue square", "a green triangle"])]
     assert worker.run_once()  # one claim took all three
     assert not worker.run_once()
+    worker.drain()
     for job_id in ids:
         job = jobs.get(tenant, job_id)
         assert job.status is JobStatus.SUCCEEDED and job.attempt == 1
@@ -57,6 +58,7 @@ def test_a_failing_job_fails_alone(setup: tuple[JobService, Worker, LocalBlobSto
     good = jobs.submit(tenant, spec("a red circle", 2), cost=10)
     while worker.run_once():
         pass
+    worker.drain()
     failed = jobs.get(tenant, bad.id)
     assert failed.status is JobStatus.FAILED and failed.error_code == "not_found"
     assert jobs.get(tenant, good.id).status is JobStatus.SUCCEEDED

@@ -11,6 +11,7 @@ import threading
 import time
 import traceback
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Protocol
 
 from diffusiond.blobs.base import BlobStore
@@ -103,30 +104,54 @@ class Worker:
         self.heartbeat_interval = heartbeat_interval or max(0.2, jobs.lease.total_seconds() / 4)
         self.batch_size = batch_size
         self.batch_window = batch_window  # how long a lone batchable job waits for company
+        # The window adapts: once a wait caught no company (a lone client), lone jobs start at once,
+        # with one probing wait a second, until a claim shows concurrent jobs again.
+        self._company = True
+        self._last_wait = 0.0
         self.wake = threading.Event()
+        # PNG encoding, the blob write and the success record run here, off the critical path:
+        # the worker claims its next job while the last one's outputs are stored.
+        self._storer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"diffusiond-store-{worker_id}")
 
     def run_forever(self, stop: threading.Event) -> None:
-        while not stop.is_set():
-            try:
-                worked = self.run_once()
-            except Exception:  # never let one bad job kill the worker thread
-                log.exception("worker %s: unexpected error", self.worker_id)
-                worked = False
-            if not worked:
-                self.wake.wait(self.poll_interval)
-                self.wake.clear()
+        try:
+            while not stop.is_set():
+                try:
+                    worked = self.run_once()
+                except Exception:  # never let one bad job kill the worker thread
+                    log.exception("worker %s: unexpected error", self.worker_id)
+                    worked = False
+                if not worked:
+                    self.wake.wait(self.poll_interval)
+                    self.wake.clear()
+        finally:
+            self.drain()
+
+    def drain(self) -> None:
+        """Wait until every finished job's outputs are stored and recorded."""
+        self._storer.submit(lambda: None).result()
 
     def run_once(self) -> bool:
         claims = self.jobs.claim(self.worker_id, endpoint=self.endpoint, max_jobs=self.batch_size)
         if not claims:
             return False
         key = batch_key_for(spec_from_json(claims[0].job.spec_json))
-        if key and len(claims) < self.batch_size and self.batch_window > 0:
+        if len(claims) > 1:
+            self._company = True
+        elif key and self.batch_size > 1 and self.batch_window > 0 and self._worth_waiting():
             time.sleep(self.batch_window)  # let near-simultaneous requests join the batch
             claims += self.jobs.claim(self.worker_id, endpoint=self.endpoint,
                                       max_jobs=self.batch_size - len(claims), batch_key=key)
+            self._company = len(claims) > 1
         self._run(claims)
         return True
+
+    def _worth_waiting(self) -> bool:
+        now = time.monotonic()
+        if self._company or now - self._last_wait >= 1.0:
+            self._last_wait = now
+            return True
+        return False
 
     def _run(self, claims: list[Claim]) -> None:
         ctxs = [JobContext(self.jobs, self.blobs, claim) for claim in claims]
@@ -162,7 +187,13 @@ class Worker:
             self.jobs.fail(claim.job.id, claim.attempt, "engine_error", f"{type(outcome).__name__}: {outcome}")
         else:
             ctx._flush()
-            self._store(claim, outcome)
+            self._storer.submit(self._store_logged, claim, outcome)
+
+    def _store_logged(self, claim: Claim, images: Sequence[GeneratedImage]) -> None:
+        try:
+            self._store(claim, images)
+        except Exception:  # the job stays running; its lease lapses and another attempt runs it
+            log.exception("worker %s: storing the outputs of job %s failed", self.worker_id, claim.job.id)
 
     def _beat(self, ctxs: list[JobContext], stop: threading.Event) -> None:
         while not stop.wait(self.heartbeat_interval):

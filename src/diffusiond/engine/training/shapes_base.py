@@ -496,6 +496,12 @@ def save_pipeline(
         requires_safety_checker=False,
     )
     pipe.save_pretrained(out_dir, safe_serialization=True)
+    # Euler does not take these, but DDIM and DDPM built from this config would otherwise clip x0 to
+    # [-1, 1] and pin the final alpha to 1; SD 1.x's own scheduler config carries them the same way.
+    config_path = Path(out_dir) / "scheduler" / "scheduler_config.json"
+    config = json.loads(config_path.read_text())
+    config.update(clip_sample=False, set_alpha_to_one=False)
+    config_path.write_text(json.dumps(config, indent=2) + "\n")
 
 
 def train_shapes(
