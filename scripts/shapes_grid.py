@@ -19,14 +19,7 @@ import torch
 from diffusers import DPMSolverMultistepScheduler, EulerDiscreteScheduler, StableDiffusionPipeline
 from PIL import Image, ImageDraw
 
-from diffusiond.engine.training.shapes_dataset import (
-    COLORS,
-    POSITIONS,
-    SHAPES,
-    SIZES,
-    ShapeLabel,
-    full_caption,
-)
+from diffusiond.engine.training.shapes_dataset import COLORS, ShapeLabel, full_caption, labels_for_pairs
 from diffusiond.testing.shapes_checks import ShapeReading, read_image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,11 +30,7 @@ SAMPLERS = {"euler": EulerDiscreteScheduler, "dpmpp": DPMSolverMultistepSchedule
 
 def evaluation_labels(limit: int | None = None) -> list[ShapeLabel]:
     """Every ordered colour pair once, shape/size/position cycling so each appears evenly."""
-    pairs = [(c, b) for c, b in itertools.permutations(COLORS, 2)]
-    labels = [
-        ShapeLabel(c, b, SHAPES[i % 3], SIZES[(i // 3) % 2], POSITIONS[(i // 2) % 5])
-        for i, (c, b) in enumerate(pairs)
-    ]
+    labels = labels_for_pairs(list(itertools.permutations(COLORS, 2)))
     return labels[:limit] if limit else labels
 
 

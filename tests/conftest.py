@@ -18,9 +18,21 @@ import pytest
 from diffusiond.config import Settings
 from diffusiond.domain.models import ModelKind
 from diffusiond.services import Services, build_services
+from diffusiond.store.database import Database
+from tests.backends import database_url
 
 ADMIN_KEY = "sk-dfd-test-admin-key"
 REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """A migrated, empty database: a SQLite file, then a real PostgreSQL (skipped if unreachable)."""
+    with database_url(request.param, tmp_path) as url:
+        database = Database(url)
+        database.migrate()
+        yield database
+        database.dispose()
 
 
 @pytest.fixture(scope="session")

@@ -22,11 +22,9 @@ from diffusiond.domain.params import Sampler, Schedule
 from diffusiond.engine.schedulers import build_scheduler, supports_schedule
 from diffusiond.engine.training.shapes_dataset import (
     COLORS,
-    POSITIONS,
-    SHAPES,
-    SIZES,
     ShapeLabel,
     full_caption,
+    labels_for_pairs,
     render,
 )
 from diffusiond.testing import shapes_checks as checks
@@ -60,10 +58,8 @@ def _txt2img(
 
 def _prompt_set() -> list[ShapeLabel]:
     """30 prompts: every colour is the shape colour 3 times and the background 3 times."""
-    pairs = [(c, b) for shift in (1, 4, 7)
-             for c, b in zip(COLORS, COLORS[shift:] + COLORS[:shift], strict=True)]
-    return [ShapeLabel(c, b, SHAPES[i % 3], SIZES[(i // 3) % 2], POSITIONS[(i // 2) % 5])
-            for i, (c, b) in enumerate(pairs)]
+    return labels_for_pairs([(c, b) for shift in (1, 4, 7)
+                             for c, b in zip(COLORS, COLORS[shift:] + COLORS[:shift], strict=True)])
 
 
 @pytest.fixture(scope="module")

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 
@@ -17,16 +15,6 @@ from diffusiond.domain.params import Diffusion, JobSpec, Txt2Img, WeightedPrompt
 from diffusiond.queue.events import JobEvents
 from diffusiond.queue.job_service import JobService, NewArtifact
 from diffusiond.store.database import Database
-from tests.backends import database_url
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    with database_url(request.param, tmp_path) as url:
-        database = Database(url)
-        database.migrate()
-        yield database
-        database.dispose()
 
 
 def spec(prompt: str = "a red circle", seed: int = 7) -> JobSpec:

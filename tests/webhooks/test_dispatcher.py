@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,19 +20,9 @@ from diffusiond.webhooks.dispatcher import RetryPolicy, WebhookDispatcher
 from diffusiond.webhooks.payload import job_payload_builder
 from diffusiond.webhooks.signing import public_secret
 from diffusiond.webhooks.ssrf import UrlPolicy
-from tests.backends import database_url
 from tests.webhooks.receiver import Receiver
 
 SPEC = JobSpec(stages=(Txt2Img(Diffusion(model="tiny", prompts=(WeightedPrompt("x"),), width=64, height=64)),))
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    with database_url(request.param, tmp_path) as url:
-        database = Database(url)
-        database.migrate()
-        yield database
-        database.dispose()
 
 
 def wait_for(predicate: object, timeout: float = 10.0) -> None:

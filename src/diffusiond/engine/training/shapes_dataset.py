@@ -111,6 +111,15 @@ def random_label(rng: random.Random) -> ShapeLabel:
     return ShapeLabel(color, background, rng.choice(SHAPES), rng.choice(SIZES), rng.choice(POSITIONS))
 
 
+def labels_for_pairs(pairs: list[tuple[str, str]]) -> list[ShapeLabel]:
+    """One label per (shape colour, background) pair, shape, size and position cycling evenly.
+
+    The evaluation prompt sets (tests, `scripts/shapes_grid.py`) are built this way.
+    """
+    return [ShapeLabel(c, b, SHAPES[i % 3], SIZES[(i // 3) % 2], POSITIONS[(i // 2) % 5])
+            for i, (c, b) in enumerate(pairs)]
+
+
 def shape_box(label: ShapeLabel, size: int, jitter: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> tuple[
     float, float, float, float
 ]:
