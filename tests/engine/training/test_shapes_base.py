@@ -12,7 +12,7 @@ from diffusiond.engine.training.shapes_base import ShapesTrainConfig, train_shap
 
 # A few steps on a few images: enough to run every stage, small enough to take seconds.
 TINY = ShapesTrainConfig(dataset_size=24, vae_steps=2, vae_batch_size=4, decoder_steps=2,
-                         decoder_batch_size=4, unet_steps=2, batch_size=4, snapshot_every=1)
+                         decoder_batch_size=4, unet_steps=2, batch_size=4, snapshot_every=1, refine_steps=2)
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +39,10 @@ def test_writes_a_stable_diffusion_folder(runs: tuple[Path, Path]) -> None:
     record = json.loads((folder / "TRAINING.json").read_text())
     assert record["config"]["seed"] == 0 and record["unet_steps"] == 2
     assert "train-base shapes" in record["command"]
+    assert {p.name for p in (folder / "tokenizer").iterdir()} == {"tokenizer.json", "tokenizer_config.json"}
+    scheduler = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
+    assert scheduler["prediction_type"] == "v_prediction" and len(scheduler["trained_betas"]) == 1000
+    assert scheduler["clip_sample"] is False and scheduler["set_alpha_to_one"] is False
     vae_config = json.loads((folder / "vae" / "config.json").read_text())
     assert vae_config["scaling_factor"] > 0
     # the snapshot after step 1 is a complete model too
@@ -69,3 +73,16 @@ def test_reusing_the_autoencoder_trains_the_same_unet(runs: tuple[Path, Path], t
     for name in ("unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors"):
         assert same[name] == original[name]
     # (the decoder differs: TINY refines it again on top of the saved, already refined one)
+
+
+def test_refining_a_saved_main_stage_gives_the_from_scratch_result(runs: tuple[Path, Path], tmp_path: Path) -> None:
+    import dataclasses
+
+    main_only = train_shapes(tmp_path / "main", seed=0, config=dataclasses.replace(TINY, refine_steps=0),
+                             vae_from=runs[0], progress=False)
+    refined = train_shapes(tmp_path / "refined", seed=0, config=TINY, vae_from=runs[0], refine_from=main_only,
+                           progress=False)
+    same, original, unrefined = _weights(refined), _weights(runs[0]), _weights(main_only)
+    for name in ("unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors"):
+        assert same[name] == original[name]
+        assert unrefined[name] != original[name]  # the refine stage really changed the weights

@@ -190,7 +190,8 @@ async def _sse_events(services: Services, tenant_id: str, job_id: str,
     n = 0
     idle = 0.0
     while True:
-        job = await asyncio.to_thread(services.jobs.get, tenant_id, job_id)
+        # The queue rank is read with the row, in the worker thread: nothing blocks the event loop.
+        job = await asyncio.to_thread(services.jobs.get, tenant_id, job_id, with_queue=True)
         data = json.dumps(public(services, job).model_dump(mode="json", exclude_none=True), sort_keys=True)
         # Signed URLs change every second; compare on what a client cares about.
         key = json.dumps([job.status.value, job.progress, job.attempt])

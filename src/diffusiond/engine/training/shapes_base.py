@@ -111,6 +111,11 @@ class ShapesTrainConfig:
     decoder_lr: float = 1e-3
     # UNet + text encoder
     unet_steps: int = 9000
+    # Stage 4b: the same objective at uniform timesteps and a lower rate, from stage 4a's weights as
+    # they ship (fp16-rounded UNet). Stage 4a's high-noise emphasis leaves low-noise denoising
+    # (what img2img at low strength and inpainting edges rely on) undertrained.
+    refine_steps: int = 1500
+    refine_lr: float = 2e-4
     batch_size: int = 16
     lr: float = 1e-3
     warmup_steps: int = 200
@@ -391,6 +396,25 @@ def _tokenize(tokenizer: CLIPTokenizer, captions: list[str]) -> torch.Tensor:
     return ids  # type: ignore[no-any-return]
 
 
+@dataclass(frozen=True)
+class Phase:
+    """One run of the diffusion loop: how long, how fast, which timesteps, which random stream."""
+
+    steps: int
+    lr: float
+    timestep_power: float
+    warmup: int
+    seed_offset: int = 0
+
+    @classmethod
+    def main(cls, config: ShapesTrainConfig) -> Phase:
+        return cls(config.unet_steps, config.lr, config.timestep_power, config.warmup_steps)
+
+    @classmethod
+    def refine(cls, config: ShapesTrainConfig) -> Phase:
+        return cls(config.refine_steps, config.refine_lr, 1.0, 100, seed_offset=10)
+
+
 def train_diffusion(
     latents: torch.Tensor,
     captions: list[str],
@@ -399,35 +423,42 @@ def train_diffusion(
     progress: bool,
     on_snapshot: Callable[[int, UNet2DConditionModel, CLIPTextModel, float], None] | None = None,
     masks: torch.Tensor | None = None,
+    phase: Phase | None = None,
+    start: tuple[UNet2DConditionModel, CLIPTextModel] | None = None,
 ) -> tuple[UNet2DConditionModel, CLIPTextModel, float]:
     """Train UNet and text encoder jointly; returns their EMA copies and the final smoothed loss.
 
+    `phase` defaults to the main stage; `start` continues from given models instead of new ones.
     Every `config.snapshot_every` steps `on_snapshot(step, ema_unet, ema_text, loss)` is called.
     """
     import torch
 
-    generator = torch.Generator().manual_seed(config.seed + 2)
+    phase = phase or Phase.main(config)
+    generator = torch.Generator().manual_seed(config.seed + 2 + phase.seed_offset)
     # Re-seed so initial weights do not depend on what the earlier stages drew (see `vae_from`).
-    torch.manual_seed(config.seed + 4)
+    torch.manual_seed(config.seed + 4 + phase.seed_offset)
     ddpm_config = {k: v for k, v in noise_schedule(config).items() if k != "set_alpha_to_one"}
     noise_scheduler = _class("diffusers", "DDPMScheduler")(**ddpm_config)
     alphas_cumprod = noise_scheduler.alphas_cumprod
     snr = alphas_cumprod / (1.0 - alphas_cumprod)
-    unet, text_encoder = build_unet(config), build_text_encoder(config)
+    unet, text_encoder = start if start is not None else (build_unet(config), build_text_encoder(config))
+    unet.requires_grad_(True)
+    text_encoder.requires_grad_(True)
     ema_unet = copy.deepcopy(unet).requires_grad_(False)
     ema_text = copy.deepcopy(text_encoder).requires_grad_(False)
     params = list(unet.parameters()) + list(text_encoder.parameters())
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=1e-2)
+    optimizer = torch.optim.AdamW(params, lr=phase.lr, weight_decay=1e-2)
     ids = _tokenize(tokenizer, captions)
     empty_ids = _tokenize(tokenizer, [""])
 
     unet.train()
     text_encoder.train()
     loss_ema = float("nan")
-    with _progress(config.unet_steps, "train unet+text", progress) as bar:
-        for step, idx in enumerate(_batches(len(latents), config.batch_size, config.unet_steps, generator)):
+    desc = "train unet+text" if start is None else "refine unet+text"
+    with _progress(phase.steps, desc, progress) as bar:
+        for step, idx in enumerate(_batches(len(latents), config.batch_size, phase.steps, generator)):
             for group in optimizer.param_groups:
-                group["lr"] = config.lr * _lr_factor(step, config.warmup_steps)
+                group["lr"] = phase.lr * _lr_factor(step, phase.warmup)
             x0 = latents[idx]
             b = x0.shape[0]
             # Empty captions 10% of the time: the unconditional branch of classifier-free guidance.
@@ -439,7 +470,7 @@ def train_diffusion(
             noise += config.noise_offset * torch.randn((b, x0.shape[1], 1, 1), generator=generator)
             steps_total = noise_scheduler.config.num_train_timesteps
             u = torch.rand(b, generator=generator)
-            t = (steps_total * u.pow(1.0 / config.timestep_power)).long().clamp(max=steps_total - 1)
+            t = (steps_total * u.pow(1.0 / phase.timestep_power)).long().clamp(max=steps_total - 1)
             noisy = noise_scheduler.add_noise(x0, noise, t)
 
             hidden = text_encoder(input_ids).last_hidden_state
@@ -465,7 +496,7 @@ def train_diffusion(
             bar.update(1)
             done = step + 1
             if on_snapshot and config.snapshot_every and done % config.snapshot_every == 0 \
-                    and done < config.unet_steps:
+                    and done < phase.steps:
                 on_snapshot(done, ema_unet, ema_text, loss_ema)
     return ema_unet.eval(), ema_text.eval(), loss_ema
 
@@ -502,6 +533,9 @@ def save_pipeline(
     config = json.loads(config_path.read_text())
     config.update(clip_sample=False, set_alpha_to_one=False)
     config_path.write_text(json.dumps(config, indent=2) + "\n")
+    # tokenizer.json holds the same vocabulary and merges; the slow-tokenizer copies only add 1.5 MB.
+    for name in ("vocab.json", "merges.txt", "special_tokens_map.json"):
+        (Path(out_dir) / "tokenizer" / name).unlink(missing_ok=True)
 
 
 def train_shapes(
@@ -512,7 +546,9 @@ def train_shapes(
     unet_steps: int | None = None,
     dataset_size: int | None = None,
     snapshot_every: int | None = None,
+    refine_steps: int | None = None,
     vae_from: Path | None = None,
+    refine_from: Path | None = None,
     progress: bool = True,
     config: ShapesTrainConfig | None = None,
 ) -> Path:
@@ -530,7 +566,8 @@ def train_shapes(
     # 1. Configuration and determinism
     config = config or ShapesTrainConfig()
     overrides: dict[str, Any] = {"seed": seed, "vae_steps": vae_steps, "unet_steps": unet_steps,
-                                 "dataset_size": dataset_size, "snapshot_every": snapshot_every}
+                                 "dataset_size": dataset_size, "snapshot_every": snapshot_every,
+                                 "refine_steps": refine_steps}
     config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
     started = time.monotonic()
     torch.set_num_threads(config.threads)
@@ -572,17 +609,37 @@ def train_shapes(
                                  "final_diffusion_loss": round(loss, 5)}
         if vae_from is not None:  # the autoencoder stage was not run here: its time is not in wall_time_s
             stats["vae_from"] = str(vae_from)
+        if refine_from is not None:  # nor was stage 4a
+            stats["refine_from"] = str(refine_from)
         _write_record(folder, dataclasses.replace(config, unet_steps=steps), started, stats)
 
     def snapshot(steps: int, unet: UNet2DConditionModel, text: CLIPTextModel, loss: float) -> None:
         write(out_dir / "checkpoints" / f"step-{steps}", steps, unet, text, loss)
 
-    unet, text_encoder, diffusion_loss = train_diffusion(latents, captions, tokenizer, config, progress,
-                                                         snapshot, masks)
+    if refine_from is None:
+        unet, text_encoder, diffusion_loss = train_diffusion(latents, captions, tokenizer, config, progress,
+                                                             snapshot, masks)
+    else:
+        unet, text_encoder = _load_unet_and_text(Path(refine_from))
+        diffusion_loss = _recorded(Path(refine_from), "final_diffusion_loss")
+    # 4b. Refine from the stage 4a weights as they ship: the UNet rounded to fp16, so a run that
+    #     starts here from a saved stage 4a (`refine_from`) gives what a run from scratch gives.
+    if config.refine_steps:
+        unet.to(torch.float16).to(torch.float32)
+        unet, text_encoder, diffusion_loss = train_diffusion(
+            latents, captions, tokenizer, config, progress, None, masks, Phase.refine(config), (unet, text_encoder))
 
     # 5. Save
     write(out_dir, config.unet_steps, unet, text_encoder, diffusion_loss)
     return out_dir
+
+
+def _load_unet_and_text(folder: Path) -> tuple[UNet2DConditionModel, CLIPTextModel]:
+    import torch
+
+    unet = _class("diffusers", "UNet2DConditionModel").from_pretrained(folder / "unet", torch_dtype=torch.float32)
+    text = _class("transformers", "CLIPTextModel").from_pretrained(folder / "text_encoder", dtype=torch.float32)
+    return unet, text
 
 
 def _load_vae(folder: Path) -> AutoencoderKL:
@@ -631,11 +688,15 @@ def main(argv: list[str] | None = None) -> None:
                         help="also save checkpoints/step-K every K UNet steps")
     parser.add_argument("--vae-from", type=Path, default=None,
                         help="reuse the autoencoder of an earlier run (same seed and dataset)")
+    parser.add_argument("--refine-from", type=Path, default=None,
+                        help="skip stage 4a: refine the UNet and text encoder of an earlier run's stage 4a")
+    parser.add_argument("--refine-steps", type=int, default=None)
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     out = train_shapes(args.out, seed=args.seed, vae_steps=args.vae_steps, unet_steps=args.unet_steps,
                        dataset_size=args.dataset_size, snapshot_every=args.snapshot_every,
-                       vae_from=args.vae_from, progress=not args.quiet)
+                       vae_from=args.vae_from, refine_from=args.refine_from, refine_steps=args.refine_steps,
+                       progress=not args.quiet)
     print(json.loads((out / "TRAINING.json").read_text()))
 
 
