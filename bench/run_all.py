@@ -107,8 +107,7 @@ def run_cpu_side(name: str, model: BenchModel, work: Path, args: argparse.Namesp
                                   threads=args.torch_threads)
     if name == "control":
         base = control_plane.QUICK if args.quick else control_plane.ControlConfig()
-        ctl = control_plane.ControlConfig(base.requests, base.concurrency, base.warmup, base.backends,
-                                          args.pg_admin_url)
+        ctl = dataclasses.replace(base, pg_admin_url=args.pg_admin_url)
         return control_plane.run(model, work, config=ctl, server_env=env, label=args.label)
     cold = cold_start.QUICK if args.quick else cold_start.ColdConfig()
     return cold_start.run(model, work, config=cold, server_env=env, label=args.label, threads=args.torch_threads)
