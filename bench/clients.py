@@ -155,42 +155,8 @@ Call = Callable[[httpx.Client, Any], int]  # (client, work item) -> images made 
 
 
 def run_load(base_url: str, key: str, call: Call, items: Sequence[Any], concurrency: int) -> LoadResult:
-    """Run `call` on every item with `concurrency` requests in flight; wall time covers them all."""
-    lock = threading.Lock()
-    queue: Iterator[Any] = iter(items)
-    result = LoadResult(concurrency=concurrency, wall_s=0.0)
-    start_gate = threading.Barrier(concurrency + 1)
-
-    def worker() -> None:
-        headers = {"Authorization": f"Bearer {key}"}
-        limits = httpx.Limits(max_connections=2, max_keepalive_connections=2)
-        with httpx.Client(base_url=base_url, headers=headers, timeout=TIMEOUT, limits=limits) as client:
-            start_gate.wait()
-            while True:
-                with lock:
-                    item = next(queue, None)
-                if item is None:
-                    return
-                t0 = time.perf_counter()
-                try:
-                    made = call(client, item)
-                except (RequestFailed, httpx.HTTPError, KeyError, ValueError) as e:
-                    with lock:
-                        result.errors.append(f"{type(e).__name__}: {e}")
-                    continue
-                elapsed = time.perf_counter() - t0
-                with lock:
-                    result.latencies_s.append(elapsed)
-                    result.images += made
-
-    with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        futures = [pool.submit(worker) for _ in range(concurrency)]
-        start_gate.wait()
-        t0 = time.perf_counter()
-        for f in futures:
-            f.result()
-        result.wall_s = time.perf_counter() - t0
-    return result
+    """Closed loop: `call` on every item with `concurrency` requests in flight; wall time covers them all."""
+    return _drive(base_url, key, call, items, concurrency, rate=None)
 
 
 def run_paced(base_url: str, key: str, call: Call, items: Sequence[Any], rate: float,
@@ -201,6 +167,11 @@ def run_paced(base_url: str, key: str, call: Call, items: Sequence[Any], rate: f
     that falls behind shows its queueing delay (no coordinated omission). `concurrency` threads
     send; the result's `concurrency` field holds it.
     """
+    return _drive(base_url, key, call, items, concurrency, rate=rate)
+
+
+def _drive(base_url: str, key: str, call: Call, items: Sequence[Any], concurrency: int,
+           rate: float | None) -> LoadResult:
     lock = threading.Lock()
     indexed: Iterator[tuple[int, Any]] = iter(enumerate(items))
     result = LoadResult(concurrency=concurrency, wall_s=0.0)
@@ -217,23 +188,28 @@ def run_paced(base_url: str, key: str, call: Call, items: Sequence[Any], rate: f
                     nxt = next(indexed, None)
                 if nxt is None:
                     return
-                due = start[0] + nxt[0] / rate
-                time.sleep(max(0.0, due - time.perf_counter()))
+                if rate is None:
+                    t0 = time.perf_counter()
+                else:
+                    t0 = start[0] + nxt[0] / rate
+                    time.sleep(max(0.0, t0 - time.perf_counter()))
                 try:
                     made = call(client, nxt[1])
                 except (RequestFailed, httpx.HTTPError, KeyError, ValueError) as e:
                     with lock:
                         result.errors.append(f"{type(e).__name__}: {e}")
                     continue
-                elapsed = time.perf_counter() - due
+                elapsed = time.perf_counter() - t0
                 with lock:
                     result.latencies_s.append(elapsed)
                     result.images += made
 
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
         futures = [pool.submit(worker) for _ in range(concurrency)]
-        start[0] = time.perf_counter() + 0.05
+        start[0] = time.perf_counter() + (0.05 if rate is not None else 0.0)
         start_gate.wait()
+        if rate is None:
+            start[0] = time.perf_counter()
         for f in futures:
             f.result()
         result.wall_s = time.perf_counter() - start[0]
