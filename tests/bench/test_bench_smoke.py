@@ -71,7 +71,8 @@ def test_control_plane_measures_submit_and_get_beside_the_http_floor(model: serv
     assert table[4][2] == "40/s paced" and table[4][3] == "8" and table[4][4] == "0"
     # 8 submits due 25 ms apart take at least 7 intervals of wall time
     assert float(table[4][5]) >= 7 / 40
-    assert all(float(r[10]) > 0 for r in table[1:]), "server CPU per request"
+    # server CPU per request: a number for every row (/proc counts 10 ms ticks, so 12 requests may read 0)
+    assert all(float(r[10]) >= 0 for r in table[1:])
     assert "target submit p99 < 50 ms on sqlite, 4 in flight" in text
     assert "target submit p99 < 50 ms on sqlite, 40/s paced" in text
 
