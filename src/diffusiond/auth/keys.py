@@ -5,8 +5,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-import threading
-import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,6 +14,7 @@ from sqlalchemy import select
 from diffusiond.domain.errors import NotFound, Unauthorized
 from diffusiond.store.database import Database
 from diffusiond.store.tables import ApiKeyRow, LedgerRow, TenantRow
+from diffusiond.ttl_cache import TtlCache
 
 KEY_PREFIX = "sk-dfd-"
 
@@ -57,13 +56,9 @@ class KeyService:
     replicas stop accepting it within `cache_seconds`.
     """
 
-    CACHE_MAX = 10_000
-
     def __init__(self, db: Database, cache_seconds: float = 0.0) -> None:
         self.db = db
-        self.cache_seconds = cache_seconds
-        self._cache: dict[str, tuple[Principal, float]] = {}
-        self._cache_lock = threading.Lock()
+        self._cache: TtlCache[str, Principal] = TtlCache(cache_seconds)
 
     def create(self, name: str, *, admin: bool = False, credits_milli: int = 0,
                tenant_id: str | None = None, key: str | None = None) -> CreatedKey:
@@ -92,12 +87,7 @@ class KeyService:
 
     def cached(self, key: str | None) -> Principal | None:
         """The principal for a key verified less than `cache_seconds` ago, else None (no I/O)."""
-        if not key or not self.cache_seconds:
-            return None
-        hit = self._cache.get(hash_key(key))
-        if hit is None or hit[1] < time.monotonic():
-            return None
-        return hit[0]
+        return self._cache.get(hash_key(key)) if key and self._cache.seconds else None
 
     def authenticate(self, key: str | None) -> Principal:
         if not key:
@@ -112,17 +102,8 @@ class KeyService:
         if row is None or row.revoked_at is not None or not hmac.compare_digest(row.key_hash, digest):
             raise Unauthorized("invalid API key")
         principal = Principal(key_id=row.id, tenant_id=row.tenant_id, role=row.role, rate_limit=row.rate_limit)
-        if self.cache_seconds:
-            with self._cache_lock:
-                if len(self._cache) >= self.CACHE_MAX:
-                    self._cache.clear()
-                self._cache[digest] = (principal, time.monotonic() + self.cache_seconds)
+        self._cache.put(digest, principal)
         return principal
-
-    def _forget(self, key_id: str) -> None:
-        with self._cache_lock:
-            for digest in [d for d, (p, _) in self._cache.items() if p.key_id == key_id]:
-                del self._cache[digest]
 
     def revoke(self, key_id: str) -> None:
         with self.db.session() as s:
@@ -130,4 +111,4 @@ class KeyService:
             if row is None:
                 raise NotFound(f"key {key_id} not found")
             row.revoked_at = datetime.now(UTC)
-        self._forget(key_id)
+        self._cache.drop(lambda principal: principal.key_id == key_id)

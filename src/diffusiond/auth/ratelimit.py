@@ -19,8 +19,9 @@ class RateLimiter(Protocol):
 
 
 class MemoryRateLimiter:
-    blocking = False
     """Buckets in this process: fine for one API replica."""
+
+    blocking = False
 
     def __init__(self) -> None:
         self._buckets: dict[str, tuple[float, float]] = {}
@@ -52,8 +53,9 @@ return ok
 
 
 class RedisRateLimiter:
-    blocking = True
     """Buckets in Redis, shared by all API replicas."""
+
+    blocking = True
 
     def __init__(self, url: str) -> None:
         import redis

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import struct
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,6 +16,7 @@ from diffusiond.domain.errors import InvalidParams, NotFound
 from diffusiond.domain.models import ModelFormat, ModelKind, ModelRecord
 from diffusiond.store.database import Database
 from diffusiond.store.tables import ModelAliasRow, ModelRow
+from diffusiond.ttl_cache import TtlCache
 
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "bundled"
 PICKLE_SUFFIXES = {".ckpt", ".pt", ".bin", ".pkl", ".pickle"}
@@ -65,8 +65,7 @@ class ModelRegistry:
 
     def __init__(self, db: Database, cache_seconds: float = 0.0) -> None:
         self.db = db
-        self.cache_seconds = cache_seconds
-        self._cache: dict[tuple[str, ModelKind], tuple[ModelRecord, float]] = {}
+        self._cache: TtlCache[tuple[str, ModelKind], ModelRecord] = TtlCache(cache_seconds, max_entries=1000)
 
     @contextmanager
     def _writing(self) -> Iterator[Session]:
@@ -169,14 +168,10 @@ class ModelRegistry:
             return [(_record(r), aliases.get(r.id, [])) for r in rows]
 
     def resolve(self, model_id: str, kind: ModelKind) -> ModelRecord:
-        hit = self._cache.get((model_id, kind))
-        if hit is not None and hit[1] > time.monotonic():
-            return hit[0]
-        record = self._lookup(model_id, kind)
-        if self.cache_seconds:
-            if len(self._cache) > 1000:
-                self._cache.clear()
-            self._cache[(model_id, kind)] = (record, time.monotonic() + self.cache_seconds)
+        record = self._cache.get((model_id, kind))
+        if record is None:
+            record = self._lookup(model_id, kind)
+            self._cache.put((model_id, kind), record)
         return record
 
     def _lookup(self, model_id: str, kind: ModelKind) -> ModelRecord:
