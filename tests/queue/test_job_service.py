@@ -13,7 +13,7 @@ from diffusiond.domain.errors import Conflict, InsufficientCredits, NotFound
 from diffusiond.domain.jobs import JobStatus
 from diffusiond.domain.params import Diffusion, JobSpec, Txt2Img, WeightedPrompt
 from diffusiond.queue.events import JobEvents
-from diffusiond.queue.job_service import JobService, NewArtifact
+from diffusiond.queue.job_service import JobService, NewArtifact, Renewal
 from diffusiond.store.database import Database
 
 
@@ -112,6 +112,25 @@ def test_stale_attempt_is_fenced_and_requeue_is_bounded(db: Database) -> None:
     final = jobs.get(t, job.id)
     assert final.status is JobStatus.FAILED and final.error_code == "worker_lost"
     assert TenantService(db).get(t).balance == 1000
+
+
+def test_one_renewal_covers_a_batch_and_names_the_jobs_to_stop(db: Database) -> None:
+    jobs = JobService(db, JobEvents())
+    t = tenant(db, 1000)
+    a, b, c = (jobs.submit(t, spec(seed=i), cost=10) for i in range(3))
+    claims = {cl.job.id: cl for cl in jobs.claim("w", max_jobs=3)}
+    assert set(claims) == {a.id, b.id, c.id}
+    jobs.cancel(t, b.id)
+    stale = Renewal(c.id, claims[c.id].attempt + 1, {"0": 0.9})
+    stop = jobs.renew([Renewal(a.id, 1, {"0": 0.25}), Renewal(b.id, 1, {"0": 0.5}), stale])
+    assert stop == {b.id, c.id}
+    assert jobs.get(t, a.id).progress == {"0": 0.25}
+    assert jobs.get(t, b.id).progress == {"0": 0.5}  # canceled, not yet stopped: still recorded
+    assert jobs.get(t, c.id).progress == {}  # a stale attempt writes nothing
+    assert jobs.renew([Renewal(a.id, 1, {"1": 0.5})]) == set()
+    assert jobs.get(t, a.id).progress == {"0": 0.25, "1": 0.5}
+    assert jobs.succeed(a.id, 1, [NewArtifact(f"{i}.png", "image/png", 64, 64, 7) for i in range(3)])
+    assert jobs.get(t, a.id).progress == {"0": 1.0, "1": 1.0, "2": 1.0}
 
 
 def test_other_tenant_sees_404(db: Database) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -33,8 +35,8 @@ def setup(tmp_path: Path, tiny_sd_dir: Path) -> tuple[JobService, Worker, LocalB
     return jobs, worker, blobs, tenant
 
 
-def spec(prompt: str, seed: int, model: str = "tiny", **kwargs: object) -> JobSpec:
-    d = Diffusion(model=model, prompts=(WeightedPrompt(prompt),), width=64, height=64, steps=4,
+def spec(prompt: str, seed: int, model: str = "tiny", steps: int = 4, **kwargs: object) -> JobSpec:
+    d = Diffusion(model=model, prompts=(WeightedPrompt(prompt),), width=64, height=64, steps=steps,
                   **kwargs)  # type: ignore[arg-type]
     return JobSpec(stages=(Txt2Img(d),), seed=seed)
 
@@ -62,3 +64,22 @@ def test_a_failing_job_fails_alone(setup: tuple[JobService, Worker, LocalBlobSto
     failed = jobs.get(tenant, bad.id)
     assert failed.status is JobStatus.FAILED and failed.error_code == "not_found"
     assert jobs.get(tenant, good.id).status is JobStatus.SUCCEEDED
+
+
+def test_batch_progress_is_written_while_it_runs_and_cancel_stops_one_job(
+        setup: tuple[JobService, Worker, LocalBlobStore, str]) -> None:
+    jobs, worker, _, tenant = setup
+    worker.progress_interval = 0.02
+    keep, drop = (jobs.submit(tenant, spec("a red circle", i + 1, steps=100), cost=10).id for i in range(2))
+    run = threading.Thread(target=worker.run_once)
+    run.start()
+    deadline = time.monotonic() + 60
+    while not all(jobs.get(tenant, j).progress.get("0", 0.0) > 0 for j in (keep, drop)):
+        assert time.monotonic() < deadline and run.is_alive(), "no progress was written while the batch ran"
+        time.sleep(0.02)
+    jobs.cancel(tenant, drop)
+    run.join(120)
+    worker.drain()
+    assert jobs.get(tenant, drop).status is JobStatus.CANCELED
+    done = jobs.get(tenant, keep)
+    assert done.status is JobStatus.SUCCEEDED and done.progress == {"0": 1.0}

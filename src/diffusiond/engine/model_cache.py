@@ -134,6 +134,8 @@ class ModelCache:
     def _load(self, model_id: str) -> CachedModel:
         import torch
 
+        from diffusiond.engine.attention import fast_attention
+
         record = self._resolver.resolve(model_id, ModelKind.CHECKPOINT)
         loaded = load_checkpoint(record, self._cache_dir, dtype=self._dtype)
         pipe = loaded.pipe
@@ -141,8 +143,9 @@ class ModelCache:
         if self._device.type == "cuda":
             pipe.unet.to(memory_format=torch.channels_last)
             pipe.vae.to(memory_format=torch.channels_last)
-        # Attention runs through torch's scaled_dot_product_attention: diffusers' default processor
-        # (AttnProcessor2_0) whenever torch >= 2 provides SDPA, so nothing is overridden here.
+        # Attention runs through torch's scaled_dot_product_attention (diffusers' default processor,
+        # AttnProcessor2_0), minus the signature lookup diffusers does on every call.
+        fast_attention(pipe.unet, pipe.vae)
         pipe.set_progress_bar_config(disable=True)
         return CachedModel(
             model_id=model_id,

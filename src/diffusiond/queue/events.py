@@ -14,11 +14,16 @@ from collections.abc import AsyncIterator, Callable
 
 
 class Subscription:
-    """Wake-ups for one job, registered before the caller reads the row (so none is missed)."""
+    """Wake-ups for one job, registered before the caller reads the row (so none is missed).
 
-    def __init__(self) -> None:
+    With `progress=False` only status changes wake it: a waiter that only wants the outcome does not
+    re-read the row on every progress report.
+    """
+
+    def __init__(self, progress: bool = True) -> None:
         self.loop = asyncio.get_running_loop()
         self.event = asyncio.Event()
+        self.progress = progress
 
     async def wait(self, timeout: float) -> None:
         """Return on the next change (or one that came since the last wait), or after `timeout`."""
@@ -36,22 +41,23 @@ class JobEvents:
         self._listeners: list[Callable[[str], None]] = []
 
     def add_listener(self, callback: Callable[[str], None]) -> None:
-        """Call `callback(job_id)` on every change (workers use it to wake on new jobs)."""
+        """Call `callback(job_id)` on every status change (workers use it to wake on new jobs)."""
         self._listeners.append(callback)
 
-    def publish(self, job_id: str) -> None:
-        """Thread-safe: wake everything waiting on `job_id`."""
+    def publish(self, job_id: str, *, progress: bool = False) -> None:
+        """Thread-safe: wake everything waiting on `job_id`; `progress` marks a progress-only change."""
         with self._lock:
-            subs = list(self._subs.get(job_id, ()))
-        for listener in self._listeners:
-            listener(job_id)
+            subs = [sub for sub in self._subs.get(job_id, ()) if sub.progress or not progress]
+        if not progress:
+            for listener in self._listeners:
+                listener(job_id)
         for sub in subs:
             with contextlib.suppress(RuntimeError):  # the waiter's loop may have closed
                 sub.loop.call_soon_threadsafe(sub.event.set)
 
     @contextlib.asynccontextmanager
-    async def subscribe(self, job_id: str) -> AsyncIterator[Subscription]:
-        sub = Subscription()
+    async def subscribe(self, job_id: str, *, progress: bool = True) -> AsyncIterator[Subscription]:
+        sub = Subscription(progress)
         with self._lock:
             self._subs[job_id].add(sub)
         try:

@@ -12,7 +12,7 @@ import builtins
 import json
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -52,6 +52,15 @@ class NewArtifact:
 class Claim:
     job: Job
     attempt: int
+
+
+@dataclass(frozen=True)
+class Renewal:
+    """A running attempt's heartbeat, with the progress it made since the last one (may be none)."""
+
+    job_id: str
+    attempt: int
+    progress: dict[str, float] = field(default_factory=dict)
 
 
 def batch_key_for(spec: JobSpec) -> str:
@@ -249,26 +258,44 @@ class JobService:
             self.events.publish(c.job.id)
         return claims
 
+    def renew(self, renewals: Sequence[Renewal]) -> set[str]:
+        """Extend the leases of running attempts and record their progress, in one transaction.
+
+        A worker renews a whole batch at once. Returns the ids it should stop: attempts that went
+        stale, and jobs whose cancel was requested.
+        """
+        if not renewals:
+            return set()
+        stop: set[str] = set()
+        moved: builtins.list[str] = []
+        with self.db.session() as s:
+            rows = {row.id: row for row in s.scalars(
+                select(JobRow).where(JobRow.id.in_([r.job_id for r in renewals]))
+                .order_by(JobRow.id).with_for_update())}
+            now = now_utc()
+            for r in renewals:
+                row = rows.get(r.job_id)
+                if row is None or row.attempt != r.attempt or row.status != JobStatus.RUNNING.value:
+                    stop.add(r.job_id)
+                    continue
+                row.lease_expires_at = now + self.lease
+                if r.progress:
+                    row.progress = {**row.progress, **r.progress}
+                    row.updated_at = now
+                    moved.append(r.job_id)
+                if row.cancel_requested:
+                    stop.add(r.job_id)
+        for job_id in moved:
+            self.events.publish(job_id, progress=True)
+        return stop
+
     def heartbeat(self, job_id: str, attempt: int) -> bool:
         """Extend the lease. False when the attempt is stale or a cancel was requested."""
-        with self.db.session() as s:
-            row = self._fenced(s, job_id, attempt)
-            if row is None:
-                return False
-            row.lease_expires_at = now_utc() + self.lease
-            return not row.cancel_requested
+        return not self.renew([Renewal(job_id, attempt)])
 
     def report_progress(self, job_id: str, attempt: int, progress: dict[str, float]) -> bool:
-        with self.db.session() as s:
-            row = self._fenced(s, job_id, attempt)
-            if row is None:
-                return False
-            row.progress = {**row.progress, **progress}
-            row.lease_expires_at = now_utc() + self.lease
-            row.updated_at = now_utc()
-            cancel = row.cancel_requested
-        self.events.publish(job_id)
-        return not cancel
+        """Record progress (and extend the lease). False when the attempt should stop."""
+        return not self.renew([Renewal(job_id, attempt, progress)])
 
     def succeed(self, job_id: str, attempt: int, artifacts: Sequence[NewArtifact]) -> bool:
         """Attach outputs, capture credits, queue the terminal webhook. False if fenced out."""
@@ -280,7 +307,9 @@ class JobService:
                 s.add(ArtifactRow(id=uuid.uuid4().hex, job_id=job_id, tenant_id=row.tenant_id, index=i,
                                   blob_key=a.blob_key, mime=a.mime, width=a.width, height=a.height,
                                   seed=a.seed, finish_reason=a.finish_reason))
-            row.progress = {k: 1.0 for k in row.progress} or {"0": 1.0}
+            # Every image done, including those finished before their first progress report.
+            done = {k: 1.0 for k in [*row.progress, *map(str, range(len(artifacts)))]}
+            row.progress = done or {"0": 1.0}
             s.flush()
             self._finish(s, row, JobStatus.SUCCEEDED)
         self.events.publish(job_id)

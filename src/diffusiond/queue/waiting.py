@@ -17,7 +17,8 @@ async def wait_for_job(jobs: JobService, events: JobEvents, tenant_id: str, job_
                        timeout: float) -> Job:
     """The job once it is terminal; raises Timeout after `timeout` seconds."""
     deadline = time.monotonic() + timeout
-    async with events.subscribe(job_id) as changes:  # before the first read: no change is missed
+    # Registered before the first read, so no change is missed; progress reports do not wake it.
+    async with events.subscribe(job_id, progress=False) as changes:
         while True:
             job = await asyncio.to_thread(jobs.get, tenant_id, job_id)
             if job.status.terminal:

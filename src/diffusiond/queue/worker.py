@@ -20,13 +20,15 @@ from diffusiond.domain.errors import DomainError
 from diffusiond.domain.params import ImageRef, JobSpec
 from diffusiond.domain.spec_codec import spec_from_json
 from diffusiond.engine.context import Canceled, GeneratedImage, WorkContext
-from diffusiond.queue.job_service import Claim, JobService, NewArtifact, batch_key_for
+from diffusiond.queue.job_service import Claim, JobService, NewArtifact, Renewal, batch_key_for
 
 if TYPE_CHECKING:
     from PIL import Image
 
 log = logging.getLogger(__name__)
-PROGRESS_INTERVAL = 0.25  # seconds between progress writes: enough for live bars, cheap for SQLite
+# Seconds between progress writes. A batch's progress goes in one transaction, written by the
+# worker's lease thread, so the denoising loop never waits on the database.
+PROGRESS_INTERVAL = 0.5
 
 
 class Runner(Protocol):
@@ -42,7 +44,10 @@ class Runner(Protocol):
 
 
 class JobContext:
-    """The narrow `WorkContext` a running job gets: inputs, progress, cancel."""
+    """The narrow `WorkContext` a running job gets: inputs, progress, cancel.
+
+    Progress is only noted here; the worker's lease thread writes it (see `Worker._renew`).
+    """
 
     def __init__(self, jobs: JobService, blobs: BlobStore, claim: Claim) -> None:
         self.jobs = jobs
@@ -50,25 +55,24 @@ class JobContext:
         self.claim = claim
         self._canceled = threading.Event()
         self._lost = threading.Event()
-        self._last_write = 0.0
+        self._lock = threading.Lock()
         self._pending: dict[str, float] = {}
 
     def load_image(self, ref: ImageRef) -> Image.Image:
         return open_image(self.blobs.get(ref.blob_key))
 
     def report_progress(self, image_index: int, fraction: float) -> None:
-        self._pending[str(image_index)] = round(min(max(fraction, 0.0), 1.0), 4)
-        now = time.monotonic()
-        if now - self._last_write >= PROGRESS_INTERVAL:
-            self._flush()
+        with self._lock:
+            self._pending[str(image_index)] = round(min(max(fraction, 0.0), 1.0), 4)
 
-    def _flush(self) -> None:
-        self._last_write = time.monotonic()
-        pending, self._pending = self._pending, {}
-        if pending and not self.jobs.report_progress(self.claim.job.id, self.claim.attempt, pending):
-            self._check()
+    def renewal(self) -> Renewal:
+        """The lease renewal to write next, carrying the progress noted since the last one."""
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        return Renewal(self.claim.job.id, self.claim.attempt, pending)
 
-    def _check(self) -> None:
+    def stop(self) -> None:
+        """The service said stop: the job was canceled, or this attempt lost its lease."""
         job = self.jobs.get(None, self.claim.job.id)
         if job.attempt != self.claim.attempt or job.status.terminal:
             self._lost.set()
@@ -76,10 +80,6 @@ class JobContext:
 
     def is_canceled(self) -> bool:
         return self._canceled.is_set()
-
-    def heartbeat(self) -> None:
-        if not self.jobs.heartbeat(self.claim.job.id, self.claim.attempt):
-            self._check()
 
     @property
     def lost(self) -> bool:
@@ -92,7 +92,7 @@ class Worker:
     def __init__(self, jobs: JobService, blobs: BlobStore, runner: Runner, worker_id: str, *,
                  endpoint: str = "default", poll_interval: float = 0.2,
                  heartbeat_interval: float | None = None, batch_size: int = 1,
-                 batch_window: float = 0.005) -> None:
+                 batch_window: float = 0.005, progress_interval: float = PROGRESS_INTERVAL) -> None:
         self.jobs = jobs
         self.blobs = blobs
         self.runner = runner
@@ -102,6 +102,7 @@ class Worker:
         # Renew well inside the lease: a lease that lapses while the job still runs would hand
         # the job to another attempt.
         self.heartbeat_interval = heartbeat_interval or max(0.2, jobs.lease.total_seconds() / 4)
+        self.progress_interval = progress_interval
         self.batch_size = batch_size
         self.batch_window = batch_window  # how long a lone batchable job waits for company
         # The window adapts: once a wait caught no company (a lone client), lone jobs start at once,
@@ -157,7 +158,7 @@ class Worker:
         ctxs = [JobContext(self.jobs, self.blobs, claim) for claim in claims]
         specs = [spec_from_json(claim.job.spec_json) for claim in claims]
         stop_beat = threading.Event()
-        beat = threading.Thread(target=self._beat, args=(ctxs, stop_beat), daemon=True)
+        beat = threading.Thread(target=self._lease, args=(ctxs, stop_beat), daemon=True)
         beat.start()
         try:
             if len(claims) == 1:
@@ -186,7 +187,6 @@ class Worker:
                       "".join(traceback.format_exception(outcome)))
             self.jobs.fail(claim.job.id, claim.attempt, "engine_error", f"{type(outcome).__name__}: {outcome}")
         else:
-            ctx._flush()
             self._storer.submit(self._store_logged, claim, outcome)
 
     def _store_logged(self, claim: Claim, images: Sequence[GeneratedImage]) -> None:
@@ -195,10 +195,22 @@ class Worker:
         except Exception:  # the job stays running; its lease lapses and another attempt runs it
             log.exception("worker %s: storing the outputs of job %s failed", self.worker_id, claim.job.id)
 
-    def _beat(self, ctxs: list[JobContext], stop: threading.Event) -> None:
-        while not stop.wait(self.heartbeat_interval):
-            for ctx in ctxs:
-                ctx.heartbeat()
+    def _lease(self, ctxs: list[JobContext], stop: threading.Event) -> None:
+        """While a batch runs: write its progress and renew its leases, one transaction at a time."""
+        last = time.monotonic()
+        while not stop.wait(min(self.progress_interval, self.heartbeat_interval)):
+            live = [ctx for ctx in ctxs if not ctx.is_canceled()]
+            renewals = [ctx.renewal() for ctx in live]
+            if time.monotonic() - last < self.heartbeat_interval and not any(r.progress for r in renewals):
+                continue
+            last = time.monotonic()
+            try:
+                stop_ids = self.jobs.renew(renewals)
+                for ctx in live:
+                    if ctx.claim.job.id in stop_ids:
+                        ctx.stop()
+            except Exception:  # the next beat tries again; the lease outlasts several misses
+                log.exception("worker %s: renewing leases failed", self.worker_id)
 
     def _store(self, claim: Claim, images: Sequence[GeneratedImage]) -> None:
         job = claim.job
