@@ -43,7 +43,8 @@ def fast_attention(*models: torch.nn.Module) -> int:
     swapped = 0
     for model in models:
         for module in model.modules():
-            if isinstance(module, Attention) and type(module.processor) is AttnProcessor2_0:
+            processor: object = getattr(module, "processor", None)
+            if isinstance(module, Attention) and type(processor) is AttnProcessor2_0:
                 module.set_processor(signed())
                 swapped += 1
     return swapped
