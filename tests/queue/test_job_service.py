@@ -163,3 +163,19 @@ def test_running_cancel_is_seen_by_heartbeat(db: Database) -> None:
     assert not jobs.heartbeat(job.id, c.attempt)
     assert jobs.mark_canceled(job.id, c.attempt)
     assert jobs.get(t, job.id).status is JobStatus.CANCELED
+
+
+def test_a_list_page_carries_every_queued_rank(db: Database) -> None:
+    jobs = JobService(db, JobEvents())
+    t, other = tenant(db, 1000), tenant(db, 1000)
+    mine = [jobs.submit(t, spec(seed=i), cost=10).id for i in range(2)]
+    jobs.submit(other, spec(), cost=10)  # another tenant's job still counts in the queue
+    mine.append(jobs.submit(t, spec(seed=9), cost=10).id)
+    jobs.claim("w")  # the oldest leaves the queue
+    page, total = jobs.list(t)
+    assert total == 3
+    by_id = {j.id: j for j in page}
+    assert by_id[mine[0]].queue_position is None  # running
+    assert [by_id[i].queue_position for i in mine[1:]] == [(1, 3), (3, 3)]
+    assert [jobs.queue_position(by_id[i]) for i in mine[1:]] == \
+        [jobs.queue_position(jobs.get(t, i, with_queue=True)) for i in mine[1:]]

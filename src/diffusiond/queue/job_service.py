@@ -12,7 +12,7 @@ import builtins
 import json
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -167,15 +167,34 @@ class JobService:
             return self._to_job(s, row, with_queue=with_queue)
 
     def list(self, tenant_id: str, *, status: JobStatus | None = None, limit: int = 20,
-             offset: int = 0) -> tuple[list[Job], int]:
-        """The tenant's jobs, newest first, and the total matching."""
+             offset: int = 0) -> tuple[builtins.list[Job], int]:
+        """The tenant's jobs, newest first, and the total matching; queued jobs carry their rank."""
         with self.db.read() as s:
             q = select(JobRow).where(JobRow.tenant_id == tenant_id)
             if status is not None:
                 q = q.where(JobRow.status == status.value)
             total = s.scalar(select(func.count()).select_from(q.subquery())) or 0
-            rows = s.scalars(q.order_by(JobRow.created_at.desc(), JobRow.id).limit(limit).offset(offset))
-            return [self._to_job(s, r) for r in rows], total
+            rows = s.scalars(q.order_by(JobRow.created_at.desc(), JobRow.id).limit(limit).offset(offset)).all()
+            ranks = self._queue_positions(s, [r for r in rows if r.status == JobStatus.QUEUED.value])
+            return [replace(self._to_job(s, r), queue_position=ranks.get(r.id)) for r in rows], total
+
+    @staticmethod
+    def _queue_positions(s: Session, rows: Sequence[JobRow]) -> dict[str, tuple[int, int]]:
+        """(rank, length) of several queued jobs: two queries, however many jobs."""
+        if not rows:
+            return {}
+        queued = _table(JobRow).alias("queued")
+        ahead = (select(func.count()).select_from(queued)
+                 .where(queued.c.status == JobStatus.QUEUED.value, queued.c.endpoint == JobRow.endpoint,
+                        queued.c.created_at < JobRow.created_at)
+                 .scalar_subquery())
+        ids = [r.id for r in rows]
+        earlier = {job_id: int(n) for job_id, n in s.execute(select(JobRow.id, ahead).where(JobRow.id.in_(ids)))}
+        lengths = {endpoint: int(n) for endpoint, n in s.execute(
+            select(JobRow.endpoint, func.count())
+            .where(JobRow.status == JobStatus.QUEUED.value, JobRow.endpoint.in_({r.endpoint for r in rows}))
+            .group_by(JobRow.endpoint))}
+        return {r.id: (earlier[r.id] + 1, lengths[r.endpoint]) for r in rows}
 
     def queue_position(self, job: Job, endpoint: str = "default") -> tuple[int, int]:
         """(rank, length) of the queue the job waits in; rank 1 is next, 0 once it left the queue."""
