@@ -207,11 +207,20 @@ def train_shapes_cmd(
         help="Also save checkpoints/step-K every K UNet steps.")] = None,
     vae_from: Annotated[Optional[Path], typer.Option(  # noqa: UP045
         help="Reuse the autoencoder of an earlier run with the same seed (skips that stage).")] = None,
+    refine_from: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        help="Start at stage 4b from an earlier run's stage 4a output (its --refine-steps 0 --polish-steps 0 "
+             "folder).")] = None,
+    polish_from: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        help="Start at stage 4c from an earlier run's stage 4b output (its --polish-steps 0 folder).")] = None,
+    refine_steps: Annotated[Optional[int], typer.Option(help="Stage 4b steps; 0 skips it.")] = None,  # noqa: UP045
+    polish_steps: Annotated[Optional[int], typer.Option(help="Stage 4c steps; 0 skips it.")] = None,  # noqa: UP045
 ) -> None:
     """Train the bundled `shapes` model from its synthetic dataset (CPU, under 90 minutes)."""
     from diffusiond.engine.training.shapes_base import train_shapes
 
-    path = train_shapes(out, seed=seed, unet_steps=unet_steps, snapshot_every=snapshot_every, vae_from=vae_from)
+    path = train_shapes(out, seed=seed, unet_steps=unet_steps, snapshot_every=snapshot_every, vae_from=vae_from,
+                        refine_from=refine_from, polish_from=polish_from, refine_steps=refine_steps,
+                        polish_steps=polish_steps)
     typer.echo(f"wrote {path}")
 
 

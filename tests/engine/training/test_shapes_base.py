@@ -12,7 +12,8 @@ from diffusiond.engine.training.shapes_base import ShapesTrainConfig, train_shap
 
 # A few steps on a few images: enough to run every stage, small enough to take seconds.
 TINY = ShapesTrainConfig(dataset_size=24, vae_steps=2, vae_batch_size=4, decoder_steps=2,
-                         decoder_batch_size=4, unet_steps=2, batch_size=4, snapshot_every=1, refine_steps=2)
+                         decoder_batch_size=4, unet_steps=2, batch_size=4, snapshot_every=1, refine_steps=2,
+                         polish_steps=2)
 
 
 @pytest.fixture(scope="module")
@@ -75,14 +76,19 @@ def test_reusing_the_autoencoder_trains_the_same_unet(runs: tuple[Path, Path], t
     # (the decoder differs: TINY refines it again on top of the saved, already refined one)
 
 
-def test_refining_a_saved_main_stage_gives_the_from_scratch_result(runs: tuple[Path, Path], tmp_path: Path) -> None:
+def test_resuming_from_a_saved_stage_gives_the_from_scratch_result(runs: tuple[Path, Path], tmp_path: Path) -> None:
     import dataclasses
 
-    main_only = train_shapes(tmp_path / "main", seed=0, config=dataclasses.replace(TINY, refine_steps=0),
-                             vae_from=runs[0], progress=False)
-    refined = train_shapes(tmp_path / "refined", seed=0, config=TINY, vae_from=runs[0], refine_from=main_only,
+    main_only = train_shapes(tmp_path / "main", seed=0, progress=False, vae_from=runs[0],
+                             config=dataclasses.replace(TINY, refine_steps=0, polish_steps=0))
+    refined_only = train_shapes(tmp_path / "refined-only", seed=0, config=dataclasses.replace(TINY, polish_steps=0),
+                                vae_from=runs[0], refine_from=main_only, progress=False)
+    from_4b = train_shapes(tmp_path / "from-4b", seed=0, config=TINY, vae_from=runs[0], refine_from=main_only,
                            progress=False)
-    same, original, unrefined = _weights(refined), _weights(runs[0]), _weights(main_only)
+    from_4c = train_shapes(tmp_path / "from-4c", seed=0, config=TINY, vae_from=runs[0], polish_from=refined_only,
+                           progress=False)
+    original = _weights(runs[0])
     for name in ("unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors"):
-        assert same[name] == original[name]
-        assert unrefined[name] != original[name]  # the refine stage really changed the weights
+        assert _weights(from_4b)[name] == original[name] == _weights(from_4c)[name]
+        # every later stage really changed the weights
+        assert _weights(main_only)[name] != _weights(refined_only)[name] != original[name]

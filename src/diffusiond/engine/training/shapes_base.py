@@ -9,9 +9,11 @@ use. The recipe follows diffusers' `train_text_to_image.py`, shrunk to fit a 2-c
    small L2 pull on the latents, its posterior variance pinned to ~0;
 3. the dataset's latents, encoded once, and the latent scaling factor measured from them; then the
    decoder refined alone on those fixed latents, on whole images (sharper edges, same latents);
-4. a small UNet2DConditionModel and a small CLIPTextModel, trained jointly with the epsilon objective,
-   min-SNR weighting, a little offset noise, 10% empty captions (for classifier-free guidance) and an
-   EMA of the weights;
+4. a small UNet2DConditionModel and a small CLIPTextModel, trained jointly with the v-prediction
+   objective on a zero-terminal-SNR schedule, shape pixels weighted up, a little offset noise, 10%
+   empty captions (for classifier-free guidance) and an EMA of the weights: stage 4a favours noisy
+   timesteps (layout), 4b refines at uniform timesteps and a low rate (low-noise detail), 4c
+   polishes at uniform timesteps with shape pixels weighted more (shape kind);
 5. the EMA weights saved with `save_pretrained(safe_serialization=True)` plus a TRAINING.json.
 
 Deterministic given the seed: fixed thread count, seeded generators, a fixed data order.
@@ -116,6 +118,12 @@ class ShapesTrainConfig:
     # (what img2img at low strength and inpainting edges rely on) undertrained.
     refine_steps: int = 1500
     refine_lr: float = 2e-4
+    # Stage 4c: uniform timesteps again, at a higher rate and with shape pixels weighted more, from
+    # stage 4b's weights as they ship. Shape kind (circle against square at the large size, triangle
+    # against circle at the small one) is the last thing the model learns; this stage teaches it.
+    polish_steps: int = 2000
+    polish_lr: float = 5e-4
+    polish_shape_loss_weight: float = 12.0
     batch_size: int = 16
     lr: float = 1e-3
     warmup_steps: int = 200
@@ -404,15 +412,20 @@ class Phase:
     lr: float
     timestep_power: float
     warmup: int
+    shape_loss_weight: float
     seed_offset: int = 0
 
     @classmethod
     def main(cls, config: ShapesTrainConfig) -> Phase:
-        return cls(config.unet_steps, config.lr, config.timestep_power, config.warmup_steps)
+        return cls(config.unet_steps, config.lr, config.timestep_power, config.warmup_steps, config.shape_loss_weight)
 
     @classmethod
     def refine(cls, config: ShapesTrainConfig) -> Phase:
-        return cls(config.refine_steps, config.refine_lr, 1.0, 100, seed_offset=10)
+        return cls(config.refine_steps, config.refine_lr, 1.0, 100, config.shape_loss_weight, seed_offset=10)
+
+    @classmethod
+    def polish(cls, config: ShapesTrainConfig) -> Phase:
+        return cls(config.polish_steps, config.polish_lr, 1.0, 100, config.polish_shape_loss_weight, seed_offset=20)
 
 
 def train_diffusion(
@@ -481,8 +494,8 @@ def train_diffusion(
                       else torch.ones(b))
             error = (pred - target).pow(2)
             per_sample = error.mean(dim=(1, 2, 3))
-            if masks is not None and config.shape_loss_weight:
-                error = error * (1.0 + config.shape_loss_weight * masks[idx])
+            if masks is not None and phase.shape_loss_weight:
+                error = error * (1.0 + phase.shape_loss_weight * masks[idx])
             loss = (weight * error.mean(dim=(1, 2, 3))).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -547,15 +560,19 @@ def train_shapes(
     dataset_size: int | None = None,
     snapshot_every: int | None = None,
     refine_steps: int | None = None,
+    polish_steps: int | None = None,
     vae_from: Path | None = None,
     refine_from: Path | None = None,
+    polish_from: Path | None = None,
     progress: bool = True,
     config: ShapesTrainConfig | None = None,
 ) -> Path:
     """Train the `shapes` model and write it as a diffusers folder at `out_dir`; returns `out_dir`.
 
     `vae_from` reuses the autoencoder of an earlier run's folder with the same seed and dataset (stage
-    2 is deterministic), to iterate on the UNet stage without retraining it.
+    2 is deterministic), to iterate on the UNet stage without retraining it. `refine_from` starts at
+    stage 4b from an earlier run's stage 4a output, `polish_from` at stage 4c from a stage 4b output;
+    either gives what the run from scratch gives.
     """
     import dataclasses
 
@@ -567,7 +584,7 @@ def train_shapes(
     config = config or ShapesTrainConfig()
     overrides: dict[str, Any] = {"seed": seed, "vae_steps": vae_steps, "unet_steps": unet_steps,
                                  "dataset_size": dataset_size, "snapshot_every": snapshot_every,
-                                 "refine_steps": refine_steps}
+                                 "refine_steps": refine_steps, "polish_steps": polish_steps}
     config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
     started = time.monotonic()
     torch.set_num_threads(config.threads)
@@ -609,25 +626,29 @@ def train_shapes(
                                  "final_diffusion_loss": round(loss, 5)}
         if vae_from is not None:  # the autoencoder stage was not run here: its time is not in wall_time_s
             stats["vae_from"] = str(vae_from)
-        if refine_from is not None:  # nor was stage 4a
-            stats["refine_from"] = str(refine_from)
+        if refine_from is not None or polish_from is not None:  # nor were the stages it skipped
+            stats["resumed_from"] = str(refine_from or polish_from)
         _write_record(folder, dataclasses.replace(config, unet_steps=steps), started, stats)
 
     def snapshot(steps: int, unet: UNet2DConditionModel, text: CLIPTextModel, loss: float) -> None:
         write(out_dir / "checkpoints" / f"step-{steps}", steps, unet, text, loss)
 
-    if refine_from is None:
+    resume = polish_from or refine_from
+    if resume is None:
         unet, text_encoder, diffusion_loss = train_diffusion(latents, captions, tokenizer, config, progress,
                                                              snapshot, masks)
     else:
-        unet, text_encoder = _load_unet_and_text(Path(refine_from))
-        diffusion_loss = _recorded(Path(refine_from), "final_diffusion_loss")
-    # 4b. Refine from the stage 4a weights as they ship: the UNet rounded to fp16, so a run that
-    #     starts here from a saved stage 4a (`refine_from`) gives what a run from scratch gives.
-    if config.refine_steps:
-        unet.to(torch.float16).to(torch.float32)
-        unet, text_encoder, diffusion_loss = train_diffusion(
-            latents, captions, tokenizer, config, progress, None, masks, Phase.refine(config), (unet, text_encoder))
+        unet, text_encoder = _load_unet_and_text(Path(resume))
+        diffusion_loss = _recorded(Path(resume), "final_diffusion_loss")
+    # 4b and 4c. Each starts from the previous stage's weights as they ship (the UNet rounded to fp16),
+    #     so a run that starts from a saved stage (`refine_from`, `polish_from`) gives what a run from
+    #     scratch gives.
+    later = [Phase.refine(config), Phase.polish(config)]
+    for phase in later[1:] if polish_from is not None else later:
+        if phase.steps:
+            unet.to(torch.float16).to(torch.float32)
+            unet, text_encoder, diffusion_loss = train_diffusion(
+                latents, captions, tokenizer, config, progress, None, masks, phase, (unet, text_encoder))
 
     # 5. Save
     write(out_dir, config.unet_steps, unet, text_encoder, diffusion_loss)
@@ -691,12 +712,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--refine-from", type=Path, default=None,
                         help="skip stage 4a: refine the UNet and text encoder of an earlier run's stage 4a")
     parser.add_argument("--refine-steps", type=int, default=None)
+    parser.add_argument("--polish-from", type=Path, default=None,
+                        help="skip stages 4a and 4b: polish the UNet and text encoder of an earlier run's stage 4b")
+    parser.add_argument("--polish-steps", type=int, default=None)
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     out = train_shapes(args.out, seed=args.seed, vae_steps=args.vae_steps, unet_steps=args.unet_steps,
                        dataset_size=args.dataset_size, snapshot_every=args.snapshot_every,
                        vae_from=args.vae_from, refine_from=args.refine_from, refine_steps=args.refine_steps,
-                       progress=not args.quiet)
+                       polish_from=args.polish_from, polish_steps=args.polish_steps, progress=not args.quiet)
     print(json.loads((out / "TRAINING.json").read_text()))
 
 
