@@ -81,7 +81,8 @@ class PlainDiffusers:
                         output_type="pil")
         return out.images[0]
 
-    def _sync(self) -> None:
+    def sync(self) -> None:
+        """Wait for queued device work (CUDA runs asynchronously)."""
         if self.device.startswith("cuda"):
             self.torch.cuda.synchronize()
 
@@ -91,7 +92,7 @@ class PlainDiffusers:
         for g in warmup:
             t = time.perf_counter()
             self.generate(g)
-            self._sync()
+            self.sync()
             elapsed = time.perf_counter() - t
         return elapsed
 
@@ -99,7 +100,7 @@ class PlainDiffusers:
         """Warm up, then generate every item one after the other."""
         for g in items[:warmup]:
             self.generate(g)
-        self._sync()
+        self.sync()
         if self.device.startswith("cuda"):
             self.torch.cuda.reset_peak_memory_stats()
         result = BaselineResult(images=0, wall_s=0.0)
@@ -107,7 +108,7 @@ class PlainDiffusers:
         for g in items:
             t = time.perf_counter()
             self.generate(g)
-            self._sync()
+            self.sync()
             result.per_image_s.append(time.perf_counter() - t)
             result.images += 1
         result.wall_s = time.perf_counter() - t0

@@ -37,7 +37,9 @@ def run(model: BenchModel, work: Path, *, config: ThroughputConfig = FULL,
                        f"server env {_env_text(env)}; clients: httpx threads on the same machine, closed loop"),
         ("requests", config.describe()),
         ("images/s", "successful images / wall time; overhead = mean latency at concurrency 1 minus the "
-                     "baseline's mean time per image"),
+                     "baseline's mean time per image; paired overhead = mean (median) of (request latency - "
+                     "baseline time) over items run once on each side back to back, the baseline pipeline "
+                     "loaded again beside the idle server (robust to the machine's drift in speed)"),
     ]
     section.tables.append(("", table(config, res)))
     section.notes += target_notes(config, res, min_ratio=TARGET_RATIO, max_overhead_ms=TARGET_OVERHEAD_MS)

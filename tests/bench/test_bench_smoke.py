@@ -56,6 +56,10 @@ def test_cpu_throughput_writes_the_baseline_beside_each_row(model: server.BenchM
     assert all(r[7].endswith("x") for r in rows)
     assert [r[2] for r in rows[1:]] == ["1", "2", "1", "2"]
     assert all(r[10] not in ("", "n/a") for r in rows[1:] if r[2] == "1"), "overhead at concurrency 1"
+    # paired overhead at concurrency 1: the mean, the median and how many pairs
+    paired = [r[11] for r in rows[1:] if r[2] == "1"]
+    assert len(paired) == 2 and all(p.endswith("; 2 pairs)") for p in paired), paired
+    assert all(r[11] == "" for r in rows if r[2] != "1")
     assert "(smoke)" in text and "target 1.0x baseline at concurrency 2" in text
 
 
