@@ -71,8 +71,8 @@ def test_sdxl_single_file_round_trip(engine: Engine, ctx: Context, xl: str, reso
     folder = Path(resolver.resolve(xl, ModelKind.CHECKPOINT).path)
     path = export_single_file(folder, tmp_path / "xl.safetensors")
     resolver.add(ModelRecord("tiny-xl-file", ModelKind.CHECKPOINT, ModelFormat.SAFETENSORS, str(path)))
-    images = [
-        engine.run(JobSpec(stages=(Txt2Img(diffusion(model, prompt="a cat")),), seed=5), ctx)[0].image.tobytes()
-        for model in (xl, "tiny-xl-file")
-    ]
-    assert images[0] == images[1]
+    images = [engine.run(JobSpec(stages=(Txt2Img(diffusion(model, prompt="a cat")),), seed=5), ctx)[0].image
+              for model in (xl, "tiny-xl-file")]
+    # Same weights and configs; the single file's weights are converted views, so float sums may differ
+    # in the last bit (1e-7 in the pooled text embedding): at most one 8-bit level per pixel.
+    assert max_abs_diff(images[0], images[1]) <= 1
