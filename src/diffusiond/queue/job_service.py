@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, case, func, insert, select, update
+from sqlalchemy import Table, bindparam, case, func, insert, select, update
 from sqlalchemy import event as sa_event
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -112,7 +112,7 @@ class JobService:
                     created_at=now, updated_at=now,
                 )
                 # A plain INSERT: the ORM's unit of work costs more than the rest of the submit.
-                s.execute(insert(_table(JobRow)).values(**values))
+                s.execute(_INSERT_JOB, values)
                 row = JobRow(**values)  # transient: only read below
                 self._outbox(s, row, "job.queued")
                 job = self._to_job(s, row, with_queue=True)
@@ -133,7 +133,7 @@ class JobService:
                     request_hash: str | None) -> JobRow | None:
         if request_id is None:
             return None
-        row = s.scalar(select(JobRow).where(JobRow.tenant_id == tenant_id, JobRow.request_id == request_id))
+        row = s.scalar(_BY_REQUEST, {"tenant": tenant_id, "request": request_id})
         if row is not None and request_hash is not None and row.request_hash != request_hash:
             raise Conflict(f"requestId {request_id!r} was already used with a different body",
                            code="idempotency_conflict")
@@ -142,18 +142,13 @@ class JobService:
     def _reserve(self, s: Session, tenant_id: str, job_id: str, cost: int) -> None:
         # A guarded UPDATE is atomic on SQLite and PostgreSQL: two concurrent reservations cannot
         # both pass the balance check.
-        result = s.execute(
-            update(TenantRow)
-            .where(TenantRow.id == tenant_id, TenantRow.balance >= cost)
-            .values(balance=TenantRow.balance - cost)
-        )
+        result = s.execute(_RESERVE, {"tenant": tenant_id, "cost": cost})
         if result.rowcount != 1:  # type: ignore[attr-defined]
             balance = s.scalar(select(TenantRow.balance).where(TenantRow.id == tenant_id)) or 0
             raise InsufficientCredits(
                 f"this request costs {cost / 1000:g} credits but the balance is {balance / 1000:g}"
             )
-        s.execute(insert(_table(LedgerRow)).values(tenant_id=tenant_id, job_id=job_id, entry="reserve",
-                                                     amount=-cost))
+        s.execute(_INSERT_LEDGER, {"tenant_id": tenant_id, "job_id": job_id, "entry": "reserve", "amount": -cost})
 
     def get(self, tenant_id: str | None, job_id: str, *, with_queue: bool = False) -> Job:
         """The job, or NotFound when it does not exist or belongs to another tenant.
@@ -206,11 +201,9 @@ class JobService:
     @staticmethod
     def _queue_position(s: Session, endpoint: str, created_at: datetime | None) -> tuple[int, int]:
         # One scan of the (status, endpoint, created_at) index answers both numbers.
-        queued = (JobRow.status == JobStatus.QUEUED.value, JobRow.endpoint == endpoint)
         if created_at is None:
-            return 0, s.scalar(select(func.count()).where(*queued)) or 0
-        earlier = case((JobRow.created_at < created_at, 1), else_=0)
-        length, ahead = s.execute(select(func.count(), func.coalesce(func.sum(earlier), 0)).where(*queued)).one()
+            return 0, s.scalar(_QUEUE_LENGTH, {"endpoint": endpoint}) or 0
+        length, ahead = s.execute(_QUEUE_RANK, {"endpoint": endpoint, "created_at": created_at}).one()
         return int(ahead) + 1, int(length)
 
     def cancel(self, tenant_id: str, job_id: str) -> Job:
@@ -446,6 +439,20 @@ def _table(model: type[Any]) -> Table:
     """A mapped class's Table, for plain Core statements."""
     table: Table = model.__table__
     return table
+
+
+# The submit path's statements, built once. Building a SQLAlchemy expression and its cache key costs
+# more CPU than running it on SQLite (profiled: about a third of a submit).
+_BY_REQUEST = select(JobRow).where(JobRow.tenant_id == bindparam("tenant"), JobRow.request_id == bindparam("request"))
+_TENANTS = _table(TenantRow)
+_RESERVE = (update(_TENANTS).where(_TENANTS.c.id == bindparam("tenant"), _TENANTS.c.balance >= bindparam("cost"))
+            .values(balance=_TENANTS.c.balance - bindparam("cost")))
+_INSERT_LEDGER = insert(_table(LedgerRow))
+_INSERT_JOB = insert(_table(JobRow))
+_QUEUED = (JobRow.status == JobStatus.QUEUED.value, JobRow.endpoint == bindparam("endpoint"))
+_QUEUE_LENGTH = select(func.count()).where(*_QUEUED)
+_QUEUE_RANK = select(func.count(), func.coalesce(func.sum(
+    case((JobRow.created_at < bindparam("created_at"), 1), else_=0)), 0)).where(*_QUEUED)
 
 
 def _artifact(row: ArtifactRow) -> Artifact:
