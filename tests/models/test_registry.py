@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import struct
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -84,3 +85,12 @@ def test_alias_resolves_and_kind_is_checked(registry: ModelRegistry, tmp_path: P
         registry.resolve("stable-diffusion-v1-5", ModelKind.UPSCALER)
     with pytest.raises(NotFound):
         registry.alias("x", "missing")
+
+
+def test_replicas_registering_builtins_at_once_all_start(db: Database) -> None:
+    # Replicas started together on a fresh shared database race to insert the same rows.
+    registries = [ModelRegistry(db) for _ in range(6)]
+    with ThreadPoolExecutor(len(registries)) as pool:
+        list(pool.map(lambda r: r.register_builtins("shapes"), registries))  # none raises
+    ids = [record.id for record, _ in registries[0].list()]
+    assert ids.count("lanczos") == 1 and ids.count("shapes") == 1

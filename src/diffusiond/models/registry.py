@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from diffusiond.domain.errors import InvalidParams, NotFound
@@ -185,22 +186,34 @@ class ModelRegistry:
             return _record(row)
 
     def register_builtins(self, default_model: str) -> None:
-        """The built-in lanczos upscaler and the bundled models shipped in the package."""
-        with self._writing() as s:
-            if s.get(ModelRow, "lanczos") is None:
-                s.add(ModelRow(id="lanczos", kind=ModelKind.UPSCALER.value, format=ModelFormat.BUILTIN.value,
-                               family="builtin", path="", name="Lanczos", description="Lanczos resampling"))
+        """The built-in lanczos upscaler and the bundled models shipped in the package.
+
+        Replicas starting together on a fresh shared database all run this: the one whose insert
+        loses the race finds the row on its second try.
+        """
+        self._ensure(ModelRow(id="lanczos", kind=ModelKind.UPSCALER.value, format=ModelFormat.BUILTIN.value,
+                              family="builtin", path="", name="Lanczos", description="Lanczos resampling"))
         shapes = BUNDLED_DIR / "shapes"
         if (shapes / "model_index.json").is_file():
-            with self._writing() as s:
-                row = s.get(ModelRow, "shapes")
-                if row is None:
-                    s.add(ModelRow(id="shapes", kind=ModelKind.CHECKPOINT.value,
-                                   format=ModelFormat.DIFFUSERS.value, family="shapes", path=str(shapes),
-                                   name="Shapes (bundled)",
-                                   description="diffusiond's bundled model: coloured shapes on backgrounds"))
-                else:
-                    row.path = str(shapes)  # the package may have moved (new checkout, new venv)
+            # the package may have moved (new checkout, new venv): the path is refreshed every start
+            self._ensure(ModelRow(id="shapes", kind=ModelKind.CHECKPOINT.value, format=ModelFormat.DIFFUSERS.value,
+                                  family="shapes", path=str(shapes), name="Shapes (bundled)",
+                                  description="diffusiond's bundled model: coloured shapes on backgrounds"))
+
+    def _ensure(self, wanted: ModelRow) -> None:
+        """Insert `wanted`, or point an existing row of that id at its path."""
+        for attempt in range(2):
+            try:
+                with self._writing() as s:
+                    row = s.get(ModelRow, wanted.id)
+                    if row is None:
+                        s.add(wanted)
+                    else:
+                        row.path = wanted.path
+                return
+            except IntegrityError:  # a concurrent start inserted it first
+                if attempt:
+                    raise
 
 
 def _record(row: ModelRow) -> ModelRecord:
