@@ -71,30 +71,37 @@ def cluster(tmp_path: Path, tiny_sd_dir: Path) -> Iterator[dict[str, object]]:
             assert row is not None
             row.rate_limit = 1000.0
         ports = []
-        for i in range(2):  # API replicas: no workers, no torch
-            port = free_port()
-            env = {**common, "DIFFUSIOND_EXECUTOR": "none", "DIFFUSIOND_PORT": str(port),
-                   "DIFFUSIOND_HOME": str(tmp_path / f"api{i}")}
-            procs.append(subprocess.Popen([sys.executable, "-m", "diffusiond.cli", "serve"], env=env,
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-            ports.append(port)
-        worker_env = {**common, "DIFFUSIOND_HOME": str(tmp_path / "worker")}
-        procs.append(subprocess.Popen([sys.executable, "-m", "diffusiond.cli", "worker"], env=worker_env,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        urls = [f"http://127.0.0.1:{p}" for p in ports]
-        # Three fresh interpreters importing the app (and the worker torch) on 2 shared cores: a slow
-        # start is not what this test is about.
-        deadline = time.monotonic() + 180
-        for url in urls:
-            while True:
-                try:
-                    if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                assert time.monotonic() < deadline, "replicas did not start"
-                time.sleep(0.2)
+        logs = [tmp_path / name for name in ("api0.log", "api1.log", "worker.log")]
+
+        def start(command: str, env: dict[str, str], log: Path) -> None:
+            with log.open("wb") as out:  # the child keeps its own copy of the descriptor
+                procs.append(subprocess.Popen([sys.executable, "-m", "diffusiond.cli", command], env=env,
+                                              stdout=out, stderr=subprocess.STDOUT))
+
         try:
+            for i in range(2):  # API replicas: no workers, no torch
+                port = free_port()
+                start("serve", {**common, "DIFFUSIOND_EXECUTOR": "none", "DIFFUSIOND_PORT": str(port),
+                                "DIFFUSIOND_HOME": str(tmp_path / f"api{i}")}, logs[i])
+                ports.append(port)
+            start("worker", {**common, "DIFFUSIOND_HOME": str(tmp_path / "worker")}, logs[2])
+            urls = [f"http://127.0.0.1:{p}" for p in ports]
+            # Three fresh interpreters importing the app (and the worker torch) on 2 shared cores: a
+            # slow start is not what this test is about.
+            deadline = time.monotonic() + 180
+            for url in urls:
+                while True:
+                    try:
+                        if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                            break
+                    except httpx.HTTPError:
+                        pass
+                    exited = [p.args for p in procs if p.poll() is not None]
+                    if exited or time.monotonic() > deadline:
+                        output = "\n".join(f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}"
+                                           for log in logs if log.exists())
+                        pytest.fail(f"replicas did not start (exited: {exited})\n{output}")
+                    time.sleep(0.2)
             yield {"urls": urls, "admin": admin}
         finally:
             for p in procs:
