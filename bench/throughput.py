@@ -18,6 +18,7 @@ concurrency so no client idles while others finish a last round.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,8 +139,6 @@ def measure(model: BenchModel, cfg: ThroughputConfig, work: Path, *, server_env:
 def measure_paired(model: BenchModel, cfg: ThroughputConfig, server: BenchServer, result: ThroughputResult, *,
                    device: str, fp16: bool, threads: int | None) -> dict[tuple[int, str], list[float]]:
     """Per item, one baseline image and one request at concurrency 1, back to back: the differences."""
-    import time
-
     differences: dict[tuple[int, str], list[float]] = {}
     plain = PlainDiffusers(model.path, device=device, fp16=fp16, threads=threads)
     headers = {"Authorization": f"Bearer {server.key}"}
@@ -152,7 +151,7 @@ def measure_paired(model: BenchModel, cfg: ThroughputConfig, server: BenchServer
                     call = call_for(api, model.engine_id)
                     diffs = differences[(size, api)] = []
                     for i, g in enumerate(items):
-                        took = {}
+                        took: dict[str, float] = {}
                         for side in (("plain", "server") if i % 2 == 0 else ("server", "plain")):
                             t = time.perf_counter()
                             if side == "plain":

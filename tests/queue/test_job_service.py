@@ -107,7 +107,7 @@ def test_stale_attempt_is_fenced_and_requeue_is_bounded(db: Database) -> None:
     (c2,) = jobs.claim("w2")
     assert c2.attempt == 2
     assert not jobs.succeed(job.id, c1.attempt, [])  # the lost worker cannot write
-    assert not jobs.report_progress(job.id, c1.attempt, {"0": 0.5})
+    assert jobs.renew([Renewal(job.id, c1.attempt, {"0": 0.5})]) == {job.id}  # nor report progress
     assert jobs.requeue_expired() == 1  # second loss: out of attempts
     final = jobs.get(t, job.id)
     assert final.status is JobStatus.FAILED and final.error_code == "worker_lost"
@@ -153,14 +153,14 @@ def test_queue_rank_and_claim_order(db: Database) -> None:
     assert jobs.queue_position(jobs.get(t, ids[2])) == (2, 2)
 
 
-def test_running_cancel_is_seen_by_heartbeat(db: Database) -> None:
+def test_running_cancel_is_seen_by_lease_renewal(db: Database) -> None:
     jobs = JobService(db, JobEvents())
     t = tenant(db, 1000)
     job = jobs.submit(t, spec(), cost=10)
     (c,) = jobs.claim("w")
-    assert jobs.heartbeat(job.id, c.attempt)
+    assert jobs.renew([Renewal(job.id, c.attempt)]) == set()
     assert jobs.cancel(t, job.id).status is JobStatus.RUNNING
-    assert not jobs.heartbeat(job.id, c.attempt)
+    assert jobs.renew([Renewal(job.id, c.attempt)]) == {job.id}
     assert jobs.mark_canceled(job.id, c.attempt)
     assert jobs.get(t, job.id).status is JobStatus.CANCELED
 

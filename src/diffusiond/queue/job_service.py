@@ -301,14 +301,6 @@ class JobService:
             self.events.publish(job_id, progress=True)
         return stop
 
-    def heartbeat(self, job_id: str, attempt: int) -> bool:
-        """Extend the lease. False when the attempt is stale or a cancel was requested."""
-        return not self.renew([Renewal(job_id, attempt)])
-
-    def report_progress(self, job_id: str, attempt: int, progress: dict[str, float]) -> bool:
-        """Record progress (and extend the lease). False when the attempt should stop."""
-        return not self.renew([Renewal(job_id, attempt, progress)])
-
     def succeed(self, job_id: str, attempt: int, artifacts: Sequence[NewArtifact]) -> bool:
         """Attach outputs, capture credits, queue the terminal webhook. False if fenced out."""
         with self.db.session() as s:
