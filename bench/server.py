@@ -75,7 +75,7 @@ def prepare_home(home: Path, model: BenchModel, database_url: str | None = None)
     services = build_services(Settings(home=home, database_url=database_url, executor="none"), with_workers=False)
     try:
         services.db.migrate()
-        services.models.register_builtins(model.engine_id)
+        services.models.register_builtins()
         if not model.registered_by_server:
             services.models.add(model.path, model.engine_id, ModelKind.CHECKPOINT, family=model.family,
                                 replace=True)

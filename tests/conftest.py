@@ -109,7 +109,7 @@ def prepare_home(home: Path, tiny_sd_dir: Path) -> None:
     """Register the tiny model and the aliases seed 003's examples use, via the registry."""
     services = build_services(Settings(home=home, executor="none"), with_workers=False)
     services.db.migrate()
-    services.models.register_builtins("tiny")
+    services.models.register_builtins()
     services.models.add(tiny_sd_dir, "tiny", ModelKind.CHECKPOINT, family="tiny", replace=True)
     for alias in ("stable-diffusion-v1-5", "stable-inpainting-512-v2-0"):
         services.models.alias(alias, "tiny")

@@ -37,7 +37,7 @@ def _services() -> Services:
 
     services = build_services(Settings(), with_workers=False)
     services.db.migrate()
-    services.models.register_builtins(services.settings.default_model)
+    services.models.register_builtins()
     return services
 
 

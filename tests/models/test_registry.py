@@ -91,6 +91,6 @@ def test_replicas_registering_builtins_at_once_all_start(db: Database) -> None:
     # Replicas started together on a fresh shared database race to insert the same rows.
     registries = [ModelRegistry(db) for _ in range(6)]
     with ThreadPoolExecutor(len(registries)) as pool:
-        list(pool.map(lambda r: r.register_builtins("shapes"), registries))  # none raises
+        list(pool.map(lambda r: r.register_builtins(), registries))  # none raises
     ids = [record.id for record, _ in registries[0].list()]
     assert ids.count("lanczos") == 1 and ids.count("shapes") == 1

@@ -185,7 +185,7 @@ class ModelRegistry:
                 raise NotFound(f"{kind.value} {model_id!r} not found")
             return _record(row)
 
-    def register_builtins(self, default_model: str) -> None:
+    def register_builtins(self) -> None:
         """The built-in lanczos upscaler and the bundled models shipped in the package.
 
         Replicas starting together on a fresh shared database all run this: the one whose insert

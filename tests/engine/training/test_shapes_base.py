@@ -87,8 +87,9 @@ def test_resuming_from_a_saved_stage_gives_the_from_scratch_result(runs: tuple[P
                            progress=False)
     from_4c = train_shapes(tmp_path / "from-4c", seed=0, config=TINY, vae_from=runs[0], polish_from=refined_only,
                            progress=False)
-    original = _weights(runs[0])
+    original, resumed_4b, resumed_4c = _weights(runs[0]), _weights(from_4b), _weights(from_4c)
+    until_4a, until_4b = _weights(main_only), _weights(refined_only)
     for name in ("unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors"):
-        assert _weights(from_4b)[name] == original[name] == _weights(from_4c)[name]
+        assert resumed_4b[name] == original[name] == resumed_4c[name]
         # every later stage really changed the weights
-        assert _weights(main_only)[name] != _weights(refined_only)[name] != original[name]
+        assert until_4a[name] != until_4b[name] != original[name]

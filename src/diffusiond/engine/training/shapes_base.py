@@ -120,7 +120,7 @@ class ShapesTrainConfig:
     refine_lr: float = 2e-4
     # Stage 4c: uniform timesteps again, at a higher rate, from stage 4b's weights as they ship. Shape
     # kind (circle against square at the large size, triangle against circle at the small one) is the
-    # last thing the model learns: this stage took it from 52% to 72% of the evaluation grid.
+    # last thing the model learns: on the earlier weights this stage took it from 52% to 72% of the grid.
     polish_steps: int = 2000
     polish_lr: float = 5e-4
     batch_size: int = 16
