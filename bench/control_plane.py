@@ -178,9 +178,11 @@ def run(model: BenchModel, work: Path, *, config: ControlConfig = ControlConfig(
                      "job with a fresh requestId; the GETs read the jobs just submitted (queue growing)"),
         ("open loop", f"{config.paced_requests} more submits due at a fixed {config.paced_rate:g}/s, sent by "
                       f"{config.concurrency} threads; latency counted from when each was due, so queueing in a "
-                      "server that falls behind is included"),
+                      "server that falls behind is included; the schedule starts once every thread has "
+                      "its connection open"),
         ("server CPU", "user + system CPU seconds of the server process during the operation (/proc), per "
-                       "request; the load generator runs on the same cores and costs about 1-1.5 ms per request"),
+                       "request; the load generator runs on the same cores and costs about 1-1.5 ms per request "
+                       "(its cycle collector is paused while it measures)"),
     ]
     section.tables.append(("", t))
     return section
