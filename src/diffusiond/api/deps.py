@@ -11,7 +11,9 @@ from diffusiond.auth.keys import Principal
 from diffusiond.services import Services
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
+    # async, though it awaits nothing: FastAPI runs a plain `def` dependency in a worker thread,
+    # a thread hop on every request for one attribute read.
     services: Services = request.app.state.services
     return services
 
