@@ -70,9 +70,6 @@ class Services:
         self.db.dispose()
 
 
-_heap_frozen = False
-
-
 def freeze_startup_heap() -> None:
     """Put what start-up left alive beyond the cycle collector's reach, once per process.
 
@@ -82,10 +79,8 @@ def freeze_startup_heap() -> None:
     so this runs once, before any model is loaded (pipelines live in reference cycles and must stay
     collectable when the model cache evicts them).
     """
-    global _heap_frozen
-    if _heap_frozen:
+    if gc.get_freeze_count():
         return
-    _heap_frozen = True
     gc.collect()
     gc.freeze()
 
