@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import anyio.to_thread
 from fastapi import FastAPI, Query, Response
 from fastapi.responses import FileResponse, JSONResponse
 
@@ -27,6 +28,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        limit_request_threads(settings.resolved_api_threads)
         services.start()
         try:
             yield
@@ -62,6 +64,15 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         return FileResponse(WEB_DIR / "index.html")
 
     return app
+
+
+def limit_request_threads(threads: int) -> None:
+    """Bound the threads that run requests' blocking work, for the running event loop.
+
+    FastAPI runs plain `def` endpoints on anyio's default thread limiter, and every `await
+    run_in_threadpool(...)` in the dialects uses the same one, so this is the one bound on them all.
+    """
+    anyio.to_thread.current_default_thread_limiter().total_tokens = threads
 
 
 def mount_docs(app: FastAPI) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 from pathlib import Path
 from typing import Literal
@@ -58,6 +59,10 @@ class Settings(BaseSettings):
     redis_url: str = "redis://127.0.0.1:6379/0"
     max_upload_bytes: int = 10 * 1024 * 1024
     max_upload_pixels: int = 4096 * 4096
+    # Threads for a request's blocking work (database, blob store, uploads). They share one GIL: past
+    # a few, more threads only add switching (measured in BENCHMARKS.md). None: cores + 2, at most 8.
+    # Raise it when the database is remote and round trips, not CPU, bound a request.
+    api_threads: int | None = None
 
     # URL signing for outputs; generated and kept under `home` when not given.
     signing_secret: SecretStr | None = None
@@ -73,7 +78,13 @@ class Settings(BaseSettings):
             raise ValueError("DIFFUSIOND_S3_BUCKET is required when DIFFUSIOND_BLOB_STORE=s3")
         if self.workers < 0:
             raise ValueError("DIFFUSIOND_WORKERS must be >= 0")
+        if self.api_threads is not None and self.api_threads < 1:
+            raise ValueError("DIFFUSIOND_API_THREADS must be >= 1")
         return self
+
+    @property
+    def resolved_api_threads(self) -> int:
+        return self.api_threads or min(8, (os.cpu_count() or 1) + 2)
 
     @property
     def resolved_database_url(self) -> str:

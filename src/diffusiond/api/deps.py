@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated
 
 from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
 
 from diffusiond.auth.keys import Principal
 from diffusiond.services import Services
@@ -39,11 +39,11 @@ async def get_principal(request: Request, services: ServicesDep) -> Principal:
     key = presented_key(request)
     principal = services.keys.cached(key)
     if principal is None:
-        principal = await asyncio.to_thread(services.keys.authenticate, key)
+        principal = await run_in_threadpool(services.keys.authenticate, key)
     settings = services.settings
     rate = principal.rate_limit or settings.rate_limit_per_second
     if services.rate_limiter.blocking:
-        await asyncio.to_thread(services.rate_limiter.acquire, principal.key_id, rate, settings.rate_limit_burst)
+        await run_in_threadpool(services.rate_limiter.acquire, principal.key_id, rate, settings.rate_limit_burst)
     else:
         services.rate_limiter.acquire(principal.key_id, rate, settings.rate_limit_burst)
     request.state.principal = principal

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
+
+import anyio.to_thread
 
 from diffusiond.domain.errors import Timeout
 from diffusiond.domain.jobs import Job
@@ -20,7 +21,7 @@ async def wait_for_job(jobs: JobService, events: JobEvents, tenant_id: str, job_
     # Registered before the first read, so no change is missed; progress reports do not wake it.
     async with events.subscribe(job_id, progress=False) as changes:
         while True:
-            job = await asyncio.to_thread(jobs.get, tenant_id, job_id)
+            job = await anyio.to_thread.run_sync(jobs.get, tenant_id, job_id)
             if job.status.terminal:
                 return job
             left = deadline - time.monotonic()

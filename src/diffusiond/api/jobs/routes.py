@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Annotated, TypeVar
@@ -10,6 +9,7 @@ from typing import Annotated, TypeVar
 import pydantic
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from diffusiond.api.deps import PrincipalDep, ServicesDep
@@ -114,7 +114,7 @@ async def create_job(request: Request, principal: PrincipalDep, services: Servic
     """Create a multi-stage job; the same `requestId` with the same body returns the same job."""
     body = await parse(request, w.JobCreate)
     # DNS, the model registry and the database: one trip off the event loop for all of it.
-    return json_body(await asyncio.to_thread(submit_job, services, principal, body))
+    return json_body(await run_in_threadpool(submit_job, services, principal, body))
 
 
 def submit_job(services: Services, principal: Principal, body: w.JobCreate) -> w.JobEnvelope:
@@ -131,7 +131,7 @@ def submit_job(services: Services, principal: Principal, body: w.JobCreate) -> w
 async def price_job(request: Request, principal: PrincipalDep, services: ServicesDep) -> w.CreditsPublic:
     """What the stages would cost, without running them."""
     body = await parse(request, w.CreditsRequest)
-    _, cost = await asyncio.to_thread(translated, services, principal, body)
+    _, cost = await run_in_threadpool(translated, services, principal, body)
     return w.CreditsPublic(credits=to_credits(cost))
 
 
@@ -191,7 +191,7 @@ async def _sse_events(services: Services, tenant_id: str, job_id: str,
     idle = 0.0
     while True:
         # The queue rank is read with the row, in the worker thread: nothing blocks the event loop.
-        job = await asyncio.to_thread(services.jobs.get, tenant_id, job_id, with_queue=True)
+        job = await run_in_threadpool(services.jobs.get, tenant_id, job_id, with_queue=True)
         data = json.dumps(public(services, job).model_dump(mode="json", exclude_none=True), sort_keys=True)
         # Signed URLs change every second; compare on what a client cares about.
         key = json.dumps([job.status.value, job.progress, job.attempt])
@@ -230,7 +230,7 @@ async def put_resource(resource_id: str, request: Request, services: ServicesDep
     store = resources(services)
     store.verify_put(resource_id, t, e, s)
     data = await read_capped(request, services.settings.max_upload_bytes)
-    res = await asyncio.to_thread(store.store, t, resource_id, data, request.headers.get("content-type"))
+    res = await run_in_threadpool(store.store, t, resource_id, data, request.headers.get("content-type"))
     return resource_public(res)
 
 
@@ -249,7 +249,7 @@ async def upload_resource(request: Request, principal: PrincipalDep, services: S
     data = await upload.read(limit + 1)
     if len(data) > limit:
         raise PayloadTooLarge(f"file: the upload is larger than {limit:,} bytes")
-    res = await asyncio.to_thread(resources(services).upload, principal.tenant_id, data, upload.content_type)
+    res = await run_in_threadpool(resources(services).upload, principal.tenant_id, data, upload.content_type)
     return resource_public(res)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import uuid
 from typing import Annotated
@@ -10,6 +9,7 @@ from typing import Annotated
 import pydantic
 from fastapi import APIRouter, Header, Request, Response
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
 from diffusiond.api.deps import PrincipalDep, ServicesDep
@@ -207,7 +207,7 @@ async def upload_image(services: Services, principal: Principal, form: FormData,
     settings = services.settings
     raw = await read_upload(form, name, settings.max_upload_bytes)
     assert raw is not None
-    return await asyncio.to_thread(store_upload, services, principal, raw, name, keep_alpha)
+    return await run_in_threadpool(store_upload, services, principal, raw, name, keep_alpha)
 
 
 def store_upload(services: Services, principal: Principal, raw: tuple[bytes, str], name: str,
@@ -232,14 +232,14 @@ async def run(services: Services, principal: Principal, spec: JobSpec, accept: s
     """Submit the job like any other, wait for it, and answer in the format `accept` asks for."""
     # Database and blob work runs in worker threads: the event loop keeps serving other requests.
     try:
-        job = await asyncio.to_thread(services.jobs.submit, principal.tenant_id, spec,
+        job = await run_in_threadpool(services.jobs.submit, principal.tenant_id, spec,
                                       cost=job_cost(spec, init_size), kind="stability")
     except BaseException:
         delete_blobs(services, uploads)  # a refused request leaves nothing behind
         raise
     job = await wait_for_job(services.jobs, services.events, principal.tenant_id, job.id,
                              services.settings.sync_timeout_seconds)
-    return await asyncio.to_thread(render_job, services, job, accept)
+    return await run_in_threadpool(render_job, services, job, accept)
 
 
 def render_job(services: Services, job: Job, accept: str | None) -> Response:
