@@ -154,23 +154,57 @@ class LoadResult:
         return percentile(self.latencies_s, q) * 1000
 
 
-Call = Callable[[httpx.Client, Any], int]  # (client, work item) -> images made (0 for control calls)
+Call = Callable[[httpx.Client, Any], int]  # (client, work item) -> images made
+_DONE = object()
 
 
 def run_load(base_url: str, key: str, call: Call, items: Sequence[Any], concurrency: int) -> LoadResult:
     """Closed loop: `call` on every item with `concurrency` requests in flight; wall time covers them all."""
-    return _drive(base_url, key, call, items, concurrency, rate=None)
+    lock = threading.Lock()
+    indexed: Iterator[Any] = iter(items)
+    result = LoadResult(concurrency=concurrency, wall_s=0.0)
+    start = [0.0]
 
+    def set_start() -> None:
+        # Runs once every thread has its connection open, before any is released.
+        start[0] = time.perf_counter()
 
-def run_paced(base_url: str, key: str, call: Call, items: Sequence[Any], rate: float,
-              concurrency: int = 16) -> LoadResult:
-    """Open loop: item i is due at start + i / rate, whether or not earlier ones have finished.
+    start_gate = threading.Barrier(concurrency + 1, action=set_start)
 
-    Latency counts from when a request was due, not when a client thread got to it, so a server
-    that falls behind shows its queueing delay (no coordinated omission). `concurrency` threads
-    send; the result's `concurrency` field holds it.
-    """
-    return _drive(base_url, key, call, items, concurrency, rate=rate)
+    def worker() -> None:
+        headers = {"Authorization": f"Bearer {key}"}
+        limits = httpx.Limits(max_connections=2, max_keepalive_connections=2)
+        with httpx.Client(base_url=base_url, headers=headers, timeout=TIMEOUT, limits=limits) as client:
+            # The connection is open before the clock starts: clients keep theirs alive. If this
+            # fails, the timed requests fail too and say why.
+            with suppress(httpx.HTTPError):
+                client.get("/healthz")
+            start_gate.wait()
+            while True:
+                with lock:
+                    item = next(indexed, _DONE)
+                if item is _DONE:
+                    return
+                t0 = time.perf_counter()
+                try:
+                    made = call(client, item)
+                except (RequestFailed, httpx.HTTPError, KeyError, ValueError) as e:
+                    with lock:
+                        result.errors.append(f"{type(e).__name__}: {e}")
+                    continue
+                elapsed = time.perf_counter() - t0
+                with lock:
+                    result.latencies_s.append(elapsed)
+                    result.images += made
+
+    with cycle_collector_paused(), ThreadPoolExecutor(max_workers=concurrency) as pool:
+        futures = [pool.submit(worker) for _ in range(concurrency)]
+        start_gate.wait()
+        for f in futures:
+            f.result()
+        result.wall_s = time.perf_counter() - start[0]
+    return result
+
 
 
 @contextmanager
@@ -189,56 +223,3 @@ def cycle_collector_paused() -> Iterator[None]:
         if was_enabled:
             gc.enable()
         gc.collect()
-
-
-def _drive(base_url: str, key: str, call: Call, items: Sequence[Any], concurrency: int,
-           rate: float | None) -> LoadResult:
-    lock = threading.Lock()
-    indexed: Iterator[tuple[int, Any]] = iter(enumerate(items))
-    result = LoadResult(concurrency=concurrency, wall_s=0.0)
-    start = [0.0]
-
-    def set_start() -> None:
-        # Runs once every thread has its connection open, before any is released: an open loop's
-        # schedule begins now, not while clients were still connecting.
-        start[0] = time.perf_counter() + (0.01 if rate is not None else 0.0)
-
-    start_gate = threading.Barrier(concurrency + 1, action=set_start)
-
-    def worker() -> None:
-        headers = {"Authorization": f"Bearer {key}"}
-        limits = httpx.Limits(max_connections=2, max_keepalive_connections=2)
-        with httpx.Client(base_url=base_url, headers=headers, timeout=TIMEOUT, limits=limits) as client:
-            # The connection is open before the clock starts: clients keep theirs alive. If this
-            # fails, the timed requests fail too and say why.
-            with suppress(httpx.HTTPError):
-                client.get("/healthz")
-            start_gate.wait()
-            while True:
-                with lock:
-                    nxt = next(indexed, None)
-                if nxt is None:
-                    return
-                if rate is None:
-                    t0 = time.perf_counter()
-                else:
-                    t0 = start[0] + nxt[0] / rate
-                    time.sleep(max(0.0, t0 - time.perf_counter()))
-                try:
-                    made = call(client, nxt[1])
-                except (RequestFailed, httpx.HTTPError, KeyError, ValueError) as e:
-                    with lock:
-                        result.errors.append(f"{type(e).__name__}: {e}")
-                    continue
-                elapsed = time.perf_counter() - t0
-                with lock:
-                    result.latencies_s.append(elapsed)
-                    result.images += made
-
-    with cycle_collector_paused(), ThreadPoolExecutor(max_workers=concurrency) as pool:
-        futures = [pool.submit(worker) for _ in range(concurrency)]
-        start_gate.wait()
-        for f in futures:
-            f.result()
-        result.wall_s = time.perf_counter() - start[0]
-    return result
