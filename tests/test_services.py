@@ -17,7 +17,9 @@ def test_start_puts_the_startup_heap_beyond_full_collections(tmp_path: Path) -> 
         # are frozen, so a full collection no longer walks them while requests wait.
         assert gc.get_freeze_count() > 50_000
         before = gc.get_freeze_count()
-        services.start()  # a second start in one process freezes nothing more (frozen objects
-        assert gc.get_freeze_count() <= before  # can still be freed by reference counting)
+        # A second start in one process freezes nothing more. The count may drop: frozen objects
+        # can still be freed by reference counting.
+        services.start()
+        assert gc.get_freeze_count() <= before
     finally:
         services.stop()

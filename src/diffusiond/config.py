@@ -71,7 +71,6 @@ class Settings(BaseSettings):
     webhook_allow_hosts: str = ""
     log_level: str = "info"
 
-
     @model_validator(mode="after")
     def _check(self) -> Settings:
         if self.blob_store == "s3" and not self.s3_bucket:

@@ -69,7 +69,6 @@ class CachedModel:
             self._pipes[task] = pipe
         return self._pipes[task]
 
-
     def pipelines(self) -> list[Any]:
         """The base pipeline and every task pipeline built from it so far."""
         pipes = [self.base, *self._pipes.values()]
