@@ -1,9 +1,9 @@
 """A lean load generator for the control-plane benchmark: asyncio, raw HTTP/1.1 keep-alive.
 
-The httpx threads of `bench.clients` cost about 1-1.5 ms of CPU per request and share one GIL; on a
+The httpx threads of `bench.clients` cost about 1 ms of CPU per request and share one GIL; on a
 2-core machine that is the server's CPU they take, and a response waits for its thread to get the
 GIL before it is timed. Here one event loop (uvloop when installed) drives every connection: a
-request costs the load generator about a tenth of that, and a response is timed as soon as it is
+request costs the load generator 0.1-0.2 ms, and a response is timed as soon as it is
 read. Latency is still measured at the client, over real sockets, through the whole server.
 """
 
