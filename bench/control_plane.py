@@ -108,9 +108,10 @@ class Measured:
 def measure_backend(model: BenchModel, cfg: ControlConfig, home: Path, database_url: str | None,
                     server_env: Mapping[str, str]) -> dict[str, Measured]:
     prepare_home(home, model, database_url)
-    env = {**server_env, "DIFFUSIOND_WORKERS": "0"}
-    size = 64 if model.family in ("shapes", "tiny") else 512
     total = cfg.warmup + cfg.requests + cfg.paced_requests
+    # Every job stays queued, all of one tenant: the per-tenant limit must hold them all.
+    env = {**server_env, "DIFFUSIOND_WORKERS": "0", "DIFFUSIOND_MAX_QUEUED_JOBS_PER_TENANT": str(total)}
+    size = 64 if model.family in ("shapes", "tiny") else 512
     bodies = [job_body(model.engine_id, g) for g in generations(total, size, 20)]
     closed, paced = bodies[cfg.warmup: cfg.warmup + cfg.requests], bodies[cfg.warmup + cfg.requests:]
     ids: list[str] = []
@@ -172,7 +173,8 @@ def run(model: BenchModel, work: Path, *, config: ControlConfig = ControlConfig(
             if load.errors:
                 section.notes.append(f"{kind} {op}: {len(load.errors)} failed, first: {load.errors[0][:200]}")
     section.facts += [
-        ("server", "`diffusiond serve` child process, DIFFUSIOND_WORKERS=0 (jobs stay queued), fresh home; "
+        ("server", "`diffusiond serve` child process, DIFFUSIOND_WORKERS=0 (jobs stay queued), "
+                   "DIFFUSIOND_MAX_QUEUED_JOBS_PER_TENANT raised to the jobs submitted, fresh home; "
                    "PostgreSQL: a throwaway database on 127.0.0.1:5432"),
         ("requests", f"{config.requests} per operation at concurrency {config.concurrency} (`bench.http_load`: "
                      f"one asyncio event loop, {config.concurrency} raw HTTP/1.1 keep-alive connections, closed "

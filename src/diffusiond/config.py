@@ -39,7 +39,7 @@ class Settings(BaseSettings):
     job_lease_seconds: float = 60.0
     job_max_attempts: int = 3
     sync_timeout_seconds: float = 900.0
-    max_queued_jobs_per_tenant: int = 1000
+    max_queued_jobs_per_tenant: int = 1000  # a submit beyond it is refused with 429 (0: no limit)
 
     # Models
     default_model: str = "shapes"

@@ -116,7 +116,7 @@ def build_services(settings: Settings, *, with_workers: bool | None = None) -> S
     models = ModelRegistry(db, settings.registry_cache_seconds)
     events = JobEvents()
     jobs = JobService(db, events, lease_seconds=settings.job_lease_seconds,
-                      max_attempts=settings.job_max_attempts)
+                      max_attempts=settings.job_max_attempts, max_queued_per_tenant=settings.max_queued_jobs_per_tenant)
     blobs = build_blob_store(settings)
     signer = UrlSigner(settings.resolved_signing_secret(), settings.resolved_public_url,
                        presign=blobs.presigned_url)

@@ -9,7 +9,7 @@ import pytest
 
 from diffusiond.auth.keys import KeyService
 from diffusiond.auth.tenants import TenantService
-from diffusiond.domain.errors import Conflict, InsufficientCredits, NotFound
+from diffusiond.domain.errors import Conflict, InsufficientCredits, NotFound, RateLimited
 from diffusiond.domain.jobs import JobStatus
 from diffusiond.domain.params import Diffusion, JobSpec, Txt2Img, WeightedPrompt
 from diffusiond.queue.events import JobEvents
@@ -62,6 +62,23 @@ def test_insufficient_credits_creates_nothing(db: Database) -> None:
     with pytest.raises(InsufficientCredits):
         jobs.submit(t, spec(), cost=101)
     assert jobs.list(t)[1] == 0 and tenants.get(t).balance == 100 == tenants.ledger_sum(t)
+
+
+def test_queued_jobs_per_tenant_are_limited_and_a_refused_one_leaves_nothing(db: Database) -> None:
+    jobs, tenants = JobService(db, JobEvents(), max_queued_per_tenant=2), TenantService(db)
+    t, other = tenant(db, 1000), tenant(db, 1000)
+    a = jobs.submit(t, spec(), cost=100)
+    jobs.submit(t, spec(), cost=100)
+    with pytest.raises(RateLimited) as refused:
+        jobs.submit(t, spec(), cost=100, request_id="third")
+    assert refused.value.code == "too_many_queued_jobs"
+    assert jobs.list(t)[1] == 2 and tenants.get(t).balance == 800 == tenants.ledger_sum(t)
+    jobs.submit(other, spec(), cost=100)  # the limit is each tenant's own
+    (claim,) = jobs.claim("w1")  # a job that starts leaves the queue, and makes room
+    assert claim.job.id == a.id
+    assert jobs.submit(t, spec(), cost=100, request_id="third").status is JobStatus.QUEUED
+    with pytest.raises(RateLimited):
+        jobs.submit(t, spec(), cost=100)
 
 
 def test_balance_never_negative_under_concurrent_submits(db: Database) -> None:

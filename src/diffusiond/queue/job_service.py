@@ -22,7 +22,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from diffusiond.domain.errors import Conflict, InsufficientCredits, InvalidParams, NotFound
+from diffusiond.domain.errors import Conflict, InsufficientCredits, InvalidParams, NotFound, RateLimited
 from diffusiond.domain.jobs import Artifact, Job, JobStatus
 from diffusiond.domain.params import JobSpec
 from diffusiond.domain.spec_codec import spec_to_json
@@ -78,11 +78,13 @@ class JobService:
     """The one place jobs change state."""
 
     def __init__(self, db: Database, events: JobEvents, *, lease_seconds: float = 60.0,
-                 max_attempts: int = 3, webhook_payload: WebhookPayload | None = None) -> None:
+                 max_attempts: int = 3, max_queued_per_tenant: int = 0,
+                 webhook_payload: WebhookPayload | None = None) -> None:
         self.db = db
         self.events = events
         self.lease = timedelta(seconds=lease_seconds)
         self.max_attempts = max_attempts
+        self.max_queued_per_tenant = max_queued_per_tenant  # 0: no limit
         self.webhook_payload = webhook_payload
         self._insert_job = _INSERT_JOB[db.engine.dialect.name]
         # Called after a commit that wrote webhook outbox rows (the dispatcher wakes on it).
@@ -118,6 +120,7 @@ class JobService:
                 if existing is None:  # the job that held the request_id was deleted meanwhile
                     raise Conflict(f"requestId {request_id!r} is in use; retry", code="idempotency_conflict")
                 return self._to_job(s, existing, with_queue=True)
+            self._check_queued(s, tenant_id)
             row = JobRow(**values)  # transient: only read below
             self._outbox(s, row, "job.queued")
             job = self._to_job(s, row, with_queue=True)  # flushes the outbox row first
@@ -134,6 +137,18 @@ class JobService:
             raise Conflict(f"requestId {request_id!r} was already used with a different body",
                            code="idempotency_conflict")
         return row
+
+    def _check_queued(self, s: Session, tenant_id: str) -> None:
+        """Refuse a job beyond the tenant's limit of queued jobs (the new one is counted).
+
+        Counted before the tenant's row is locked (see `submit`): on PostgreSQL, submits of one
+        tenant in flight at the same moment do not see each other, so the queue may pass the limit
+        by at most that many. On SQLite submits are serialised and the limit is exact.
+        """
+        limit = self.max_queued_per_tenant
+        if limit and (s.scalar(_TENANT_QUEUED, {"tenant": tenant_id}) or 0) > limit:
+            raise RateLimited(f"this account's queue is full ({limit} jobs waiting, the most allowed); "
+                              "submit more once some have started", code="too_many_queued_jobs")
 
     def _reserve(self, s: Session, tenant_id: str, job_id: str, cost: int) -> None:
         # The ledger entry first and the guarded UPDATE last (see `submit`). The UPDATE is atomic on
@@ -445,6 +460,8 @@ _INSERT_JOB = {
     .execution_options(preserve_rowcount=True)
     for dialect, insert_into in (("sqlite", sqlite_insert), ("postgresql", pg_insert))
 }
+_TENANT_QUEUED = (select(func.count()).select_from(_JOBS)
+                  .where(_JOBS.c.tenant_id == bindparam("tenant"), _JOBS.c.status == JobStatus.QUEUED.value))
 # Core columns, not the mapped class's: a Core SELECT skips the ORM's per-statement set-up.
 _QUEUED = (_JOBS.c.status == JobStatus.QUEUED.value, _JOBS.c.endpoint == bindparam("endpoint"))
 _QUEUE_LENGTH = select(func.count()).select_from(_JOBS).where(*_QUEUED)

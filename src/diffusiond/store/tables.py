@@ -94,6 +94,8 @@ class JobRow(Base):
         # The queue: rank, length and claims filter on status and endpoint, in arrival order.
         Index("ix_jobs_queue", "status", "endpoint", "created_at"),
         Index("ix_jobs_tenant_created", "tenant_id", "created_at"),
+        # A tenant's queued jobs, counted against max_queued_jobs_per_tenant on every submit.
+        Index("ix_jobs_tenant_status", "tenant_id", "status"),
     )
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(String(40))
