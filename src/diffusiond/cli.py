@@ -35,9 +35,10 @@ def _services() -> Services:
     """Services for a one-off command: migrated database, no workers."""
     from diffusiond.services import build_services
 
-    services = build_services(Settings(), with_workers=False)
+    settings = Settings()
+    services = build_services(settings, with_workers=False)
     services.db.migrate()
-    services.models.register_builtins()
+    services.models.register_builtins(bundled=settings.bundled_models)
     return services
 
 

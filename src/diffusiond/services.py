@@ -49,7 +49,7 @@ class Services:
     def start(self) -> None:
         """Migrate, register built-ins, bootstrap the admin key, start workers."""
         self.db.migrate()
-        self.models.register_builtins()
+        self.models.register_builtins(bundled=self.settings.bundled_models)
         if self.settings.bootstrap_key is not None:
             self.keys.ensure_bootstrap(self.settings.bootstrap_key.get_secret_value(),
                                        from_credits(self.settings.default_credits))

@@ -94,3 +94,11 @@ def test_replicas_registering_builtins_at_once_all_start(db: Database) -> None:
         list(pool.map(lambda r: r.register_builtins(), registries))  # none raises
     ids = [record.id for record, _ in registries[0].list()]
     assert ids.count("lanczos") == 1 and ids.count("shapes") == 1
+
+
+def test_bundled_models_can_be_left_out(db: Database) -> None:
+    registry = ModelRegistry(db)
+    registry.register_builtins(bundled=False)
+    assert [record.id for record, _ in registry.list()] == ["lanczos"]
+    registry.register_builtins()
+    assert sorted(record.id for record, _ in registry.list()) == ["lanczos", "shapes"]

@@ -185,8 +185,9 @@ class ModelRegistry:
                 raise NotFound(f"{kind.value} {model_id!r} not found")
             return _record(row)
 
-    def register_builtins(self) -> None:
-        """The built-in lanczos upscaler and the bundled models shipped in the package.
+    def register_builtins(self, *, bundled: bool = True) -> None:
+        """The built-in lanczos upscaler and, unless `bundled` is False, the bundled models shipped
+        in the package (a bundled model registered by an earlier start stays until removed).
 
         Replicas starting together on a fresh shared database all run this: the one whose insert
         loses the race finds the row on its second try.
@@ -194,7 +195,7 @@ class ModelRegistry:
         self._ensure(ModelRow(id="lanczos", kind=ModelKind.UPSCALER.value, format=ModelFormat.BUILTIN.value,
                               family="builtin", path="", name="Lanczos", description="Lanczos resampling"))
         shapes = BUNDLED_DIR / "shapes"
-        if (shapes / "model_index.json").is_file():
+        if bundled and (shapes / "model_index.json").is_file():
             # the package may have moved (new checkout, new venv): the path is refreshed every start
             self._ensure(ModelRow(id="shapes", kind=ModelKind.CHECKPOINT.value, format=ModelFormat.DIFFUSERS.value,
                                   family="shapes", path=str(shapes), name="Shapes (bundled)",
