@@ -97,8 +97,9 @@ class JobService:
                notify_url: str | None = None, endpoint: str = "default") -> Job:
         """Create a queued job and reserve its credits, or return the job `request_id` made.
 
-        One transaction: the row (or, for a `request_id` already used, the job it made), its outbox
-        entry, the job's place in the queue and, last, the reservation. Every submit of a tenant
+        One transaction: the row (or, for a `request_id` already used, the job it made), the
+        tenant's limit of queued jobs, the outbox entry, the job's place in the queue and, last, the
+        reservation. Every submit of a tenant
         updates the tenant's row, so on PostgreSQL the transactions queue on that row's lock from
         the UPDATE until COMMIT; taking it last keeps that window to one statement and the commit.
         """
