@@ -99,9 +99,9 @@ class JobService:
 
         One transaction: the row (or, for a `request_id` already used, the job it made), the
         tenant's limit of queued jobs, the outbox entry, the job's place in the queue and, last, the
-        reservation. Every submit of a tenant
-        updates the tenant's row, so on PostgreSQL the transactions queue on that row's lock from
-        the UPDATE until COMMIT; taking it last keeps that window to one statement and the commit.
+        reservation. Every submit of a tenant updates the tenant's row, so on PostgreSQL the
+        transactions queue on that row's lock from the UPDATE until COMMIT; taking it last keeps
+        that window to one statement and the commit.
         """
         job_id = uuid.uuid4().hex
         with self.db.session() as s:
