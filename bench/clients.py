@@ -206,7 +206,6 @@ def run_load(base_url: str, key: str, call: Call, items: Sequence[Any], concurre
     return result
 
 
-
 @contextmanager
 def cycle_collector_paused() -> Iterator[None]:
     """No cyclic garbage collection in the load generator while it measures.

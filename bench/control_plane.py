@@ -182,8 +182,8 @@ def run(model: BenchModel, work: Path, *, config: ControlConfig = ControlConfig(
                      "fresh requestId; the GETs read the jobs just submitted (queue growing)"),
         ("open loop", f"{config.paced_requests} more submits due at a fixed {config.paced_rate:g}/s, sent over "
                       f"{config.concurrency} connections; latency counted from when each was due, so queueing in a "
-                      "server that falls behind is included; the schedule starts once every thread has "
-                      "its connection open"),
+                      "server that falls behind is included; the schedule starts once every connection has "
+                      "answered once"),
         ("server CPU", "user + system CPU seconds of the server process during the operation (/proc), per "
                        "request; the load generator runs on the same cores and costs about 0.1-0.2 ms per "
                        "request (its cycle collector is paused while it measures)"),
