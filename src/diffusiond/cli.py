@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
     from PIL import Image
 
@@ -157,11 +157,11 @@ def generate(
     """Generate one image from a prompt, locally, with a progress bar."""
     from rich.progress import Progress
 
-    from diffusiond.api.stability.translate import random_seed
     from diffusiond.blobs.images import encode_png
     from diffusiond.domain.limits import check_size, limits_for
-    from diffusiond.domain.params import Diffusion, JobSpec, Txt2Img, WeightedPrompt
-    from diffusiond.services import build_runner
+    from diffusiond.domain.params import Diffusion, GenerateSpec, Txt2Img, WeightedPrompt
+    from diffusiond.domain.seeds import random_seed
+    from diffusiond.services import build_engine
 
     services = _services()
     record = services.models.resolve(engine or services.settings.default_model, ModelKind.CHECKPOINT)
@@ -172,19 +172,19 @@ def generate(
     negs = (WeightedPrompt(negative),) if negative else ()
     d = Diffusion(model=record.id, prompts=(WeightedPrompt(prompt),), negative_prompts=negs, width=w, height=h,
                   steps=steps, cfg_scale=cfg_scale)
-    runner = build_runner(services.settings, services.models)
+    runner = build_engine(services.settings, services.models, services.blobs)
     with Progress() as progress:
         task = progress.add_task(f"{record.id} seed {seed}", total=1.0)
         ctx = _CliContext(lambda f: progress.update(task, completed=f))
         started = time.perf_counter()
-        images = runner.run(JobSpec(stages=(Txt2Img(d),), seed=seed), ctx)
+        images = runner.run(GenerateSpec(stages=(Txt2Img(d),), seed=seed), ctx)
         progress.update(task, completed=1.0)
     output.write_bytes(encode_png(images[0].image))
     typer.echo(f"wrote {output} ({w}x{h}, seed {seed}, {time.perf_counter() - started:.2f} s)")
 
 
 class _CliContext:
-    """The WorkContext of a local CLI run: progress goes to the bar; nothing cancels."""
+    """The WorkContext of a local CLI generation: progress goes to the bar; nothing cancels."""
 
     def __init__(self, on_progress: Callable[[float], object]) -> None:
         self.on_progress = on_progress
@@ -195,7 +195,25 @@ class _CliContext:
     def report_progress(self, image_index: int, fraction: float) -> None:
         self.on_progress(fraction)
 
+    def report_metrics(self, metrics: Mapping[str, float]) -> None:
+        pass
+
     def is_canceled(self) -> bool:
+        return False
+
+    def save_image(self, image: Image.Image, seed: int, finish_reason: str = "SUCCESS") -> None:
+        raise NotImplementedError("the CLI writes the engine's images itself")
+
+    def save_model_file(self, path: Path, *, name: str, format: str) -> None:
+        raise NotImplementedError("the CLI generates images only")
+
+    def save_document(self, name: str, data: object) -> None:
+        raise NotImplementedError("the CLI generates images only")
+
+    def save_checkpoint(self, folder: Path) -> None:
+        pass
+
+    def load_checkpoint(self, dest: Path) -> bool:
         return False
 
 

@@ -31,7 +31,8 @@ class Settings(BaseSettings):
 
     # Work: in-process workers by default.
     executor: Literal["local", "none"] = "local"
-    workers: int = 1
+    workers: int = 1  # threads that generate images
+    training_workers: int = 1  # threads that train and merge models, so a long training never holds up images
     device: str | None = None  # None: cuda when available, else cpu
     torch_threads: int | None = None  # intra-op CPU threads; None keeps torch's default
     batch_size: int = 8  # dynamic batching: compatible txt2img jobs per forward pass
@@ -75,8 +76,8 @@ class Settings(BaseSettings):
     def _check(self) -> Settings:
         if self.blob_store == "s3" and not self.s3_bucket:
             raise ValueError("DIFFUSIOND_S3_BUCKET is required when DIFFUSIOND_BLOB_STORE=s3")
-        if self.workers < 0:
-            raise ValueError("DIFFUSIOND_WORKERS must be >= 0")
+        if self.workers < 0 or self.training_workers < 0:
+            raise ValueError("DIFFUSIOND_WORKERS and DIFFUSIOND_TRAINING_WORKERS must be >= 0")
         if self.api_threads is not None and self.api_threads < 1:
             raise ValueError("DIFFUSIOND_API_THREADS must be >= 1")
         return self

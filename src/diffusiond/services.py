@@ -6,24 +6,32 @@ import gc
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from diffusiond.auth.keys import KeyService
 from diffusiond.auth.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from diffusiond.auth.tenants import TenantService
 from diffusiond.blobs.base import BlobStore
+from diffusiond.blobs.images import UploadRules
 from diffusiond.blobs.local import LocalBlobStore
 from diffusiond.blobs.signing import UrlSigner
 from diffusiond.config import Settings
+from diffusiond.domain.jobs import JobKind
 from diffusiond.domain.pricing import from_credits
+from diffusiond.domain.webhooks import WebhookRenderer
+from diffusiond.models.files import LocalModelFiles
 from diffusiond.models.registry import ModelRegistry
 from diffusiond.queue.events import JobEvents
-from diffusiond.queue.job_service import JobService
-from diffusiond.queue.local_executor import LocalExecutor
-from diffusiond.queue.worker import Runner
+from diffusiond.queue.executor import Executor
+from diffusiond.queue.job_service import JobService, SuccessEffect
+from diffusiond.queue.local_executor import LocalExecutor, WorkerPool
+from diffusiond.queue.worker import Handlers
 from diffusiond.store.database import Database
 from diffusiond.webhooks.dispatcher import WebhookDispatcher
-from diffusiond.webhooks.payload import job_payload_builder
 from diffusiond.webhooks.ssrf import UrlPolicy
+
+if TYPE_CHECKING:
+    from diffusiond.engine.runner import Engine
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +50,8 @@ class Services:
     events: JobEvents
     jobs: JobService
     rate_limiter: RateLimiter
-    executor: LocalExecutor | None = None
+    uploads: UploadRules
+    executor: Executor | None = None
     webhooks: WebhookDispatcher | None = None
     extras: dict[str, object] = field(default_factory=dict)
 
@@ -100,14 +109,47 @@ def build_rate_limiter(settings: Settings) -> RateLimiter:
     return MemoryRateLimiter()
 
 
-def build_runner(settings: Settings, models: ModelRegistry) -> Runner:
-    from diffusiond.engine.runner import Engine  # torch loads here, only when a worker starts
+def build_engine(settings: Settings, models: ModelRegistry, blobs: BlobStore) -> Engine:
+    """The generation engine; torch loads here, only when something generates."""
+    from diffusiond.engine.runner import Engine
 
     if settings.torch_threads:
         import torch
 
         torch.set_num_threads(settings.torch_threads)
-    return Engine(resolver=models, cache_dir=Path(settings.home) / "cache", device=settings.device)
+    cache_dir = Path(settings.home) / "cache"
+    return Engine(resolver=LocalModelFiles(models, blobs, cache_dir / "models"), cache_dir=cache_dir,
+                  device=settings.device)
+
+
+def build_handlers(settings: Settings, models: ModelRegistry, blobs: BlobStore) -> Handlers:
+    """The worker's table: one handler per kind of work, built when workers start."""
+    from diffusiond.engine.runner import GenerateHandler
+
+    return {
+        JobKind.GENERATE: GenerateHandler(build_engine(settings, models, blobs)),
+    }
+
+
+def build_webhook_renderers(signer: UrlSigner, settings: Settings) -> dict[str, WebhookRenderer]:
+    """Each dialect's webhook body for the jobs it submitted (others get the core's body)."""
+    from diffusiond.api.jobs.webhooks import job_webhook_renderer
+
+    return {"jobs": job_webhook_renderer(signer, settings.url_expiry_seconds)}
+
+
+def build_success_effects(models: ModelRegistry) -> dict[JobKind, SuccessEffect]:
+    """What each kind of work makes of a succeeded job, in its transition's transaction."""
+    return {JobKind.TRAIN: models.register_job_output, JobKind.MERGE: models.register_job_output}
+
+
+def build_executor(settings: Settings, jobs: JobService, blobs: BlobStore, models: ModelRegistry) -> Executor:
+    pools = [
+        WorkerPool("generate", settings.workers, [JobKind.GENERATE], batch_size=settings.batch_size),
+        WorkerPool("train", settings.training_workers, [JobKind.TRAIN, JobKind.MERGE]),
+    ]
+    return LocalExecutor(jobs, blobs, lambda: build_handlers(settings, models, blobs), pools=pools,
+                         batch_window=settings.batch_window_ms / 1000)
 
 
 def build_services(settings: Settings, *, with_workers: bool | None = None) -> Services:
@@ -115,22 +157,23 @@ def build_services(settings: Settings, *, with_workers: bool | None = None) -> S
     db = Database(settings.resolved_database_url)
     models = ModelRegistry(db, settings.registry_cache_seconds)
     events = JobEvents()
-    jobs = JobService(db, events, lease_seconds=settings.job_lease_seconds,
-                      max_attempts=settings.job_max_attempts, max_queued_per_tenant=settings.max_queued_jobs_per_tenant)
     blobs = build_blob_store(settings)
     signer = UrlSigner(settings.resolved_signing_secret(), settings.resolved_public_url,
                        presign=blobs.presigned_url)
-    jobs.webhook_payload = job_payload_builder(signer, settings.url_expiry_seconds)
+    url_policy = UrlPolicy(settings.webhook_allow_hosts)
+    jobs = JobService(db, events, lease_seconds=settings.job_lease_seconds,
+                      max_attempts=settings.job_max_attempts, max_queued_per_tenant=settings.max_queued_jobs_per_tenant,
+                      url_policy=url_policy, webhook_renderers=build_webhook_renderers(signer, settings),
+                      success_effects=build_success_effects(models))
     tenants = TenantService(db)
     services = Services(
         settings=settings, db=db, blobs=blobs, signer=signer,
         keys=KeyService(db, settings.auth_cache_seconds), tenants=tenants, models=models, events=events, jobs=jobs,
         rate_limiter=build_rate_limiter(settings),
-        webhooks=WebhookDispatcher(db, tenants, UrlPolicy(settings.webhook_allow_hosts)),
+        uploads=UploadRules(settings.max_upload_bytes, settings.max_upload_pixels),
+        webhooks=WebhookDispatcher(db, tenants, url_policy),
     )
     run_workers = settings.executor == "local" if with_workers is None else with_workers
     if run_workers:
-        services.executor = LocalExecutor(jobs, blobs, lambda: build_runner(settings, models),
-                                          workers=settings.workers, batch_size=settings.batch_size,
-                                          batch_window=settings.batch_window_ms / 1000)
+        services.executor = build_executor(settings, jobs, blobs, models)
     return services

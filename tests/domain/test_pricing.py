@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from diffusiond.domain.params import Diffusion, Img2Img, JobSpec, Txt2Img, Upscale, WeightedPrompt
-from diffusiond.domain.pricing import job_cost, upscale_size
+from dataclasses import replace
+
+from diffusiond.domain.merge import MergeSpec
+from diffusiond.domain.params import Diffusion, GenerateSpec, ImageRef, Img2Img, Txt2Img, Upscale, WeightedPrompt
+from diffusiond.domain.pricing import job_cost, price, upscale_size
+from diffusiond.domain.training import TrainingImage, TrainMethod, TrainSettings, TrainSpec
 
 
 def d(w: int = 512, h: int = 512, steps: int = 30) -> Diffusion:
@@ -11,14 +15,14 @@ def d(w: int = 512, h: int = 512, steps: int = 30) -> Diffusion:
 
 
 def test_base_image_costs_point_two_credits_and_scales() -> None:
-    assert job_cost(JobSpec(stages=(Txt2Img(d()),))) == 200
-    assert job_cost(JobSpec(stages=(Txt2Img(d(1024, 1024)),))) == 800
-    assert job_cost(JobSpec(stages=(Txt2Img(d(steps=60)),), count=3)) == 1200
-    assert job_cost(JobSpec(stages=(Txt2Img(d(64, 64, 20)),))) == 10  # the per-image floor
+    assert job_cost(GenerateSpec(stages=(Txt2Img(d()),))) == 200
+    assert job_cost(GenerateSpec(stages=(Txt2Img(d(1024, 1024)),))) == 800
+    assert job_cost(GenerateSpec(stages=(Txt2Img(d(steps=60)),), count=3)) == 1200
+    assert job_cost(GenerateSpec(stages=(Txt2Img(d(64, 64, 20)),))) == 10  # the per-image floor
 
 
 def test_img2img_pays_only_for_steps_it_runs() -> None:
-    half = JobSpec(stages=(Img2Img(d(), strength=0.5),))
+    half = GenerateSpec(stages=(Img2Img(d(), strength=0.5),))
     assert job_cost(half, (512, 512)) == 100
 
 
@@ -26,5 +30,22 @@ def test_upscale_size_and_cost_follow_the_previous_stage() -> None:
     up = Upscale(width=1024)
     assert upscale_size((512, 256), up) == (1024, 512)
     assert upscale_size((100, 50), Upscale()) == (200, 100)
-    spec = JobSpec(stages=(Txt2Img(d()), Upscale(scale=4.0)))
+    spec = GenerateSpec(stages=(Txt2Img(d()), Upscale(scale=4.0)))
     assert job_cost(spec) == 200 + 200  # 2048x2048 output is the upscale base price
+
+
+def test_an_image_reference_prices_the_work_done_on_it() -> None:
+    half = GenerateSpec(stages=(Img2Img(d(), init=ImageRef("k", 1024, 512), strength=0.5),))
+    assert price(half) == 200  # 1024x512 is twice 512x512; half the steps run
+
+
+def test_training_and_merge_prices() -> None:
+    images = tuple(TrainingImage(ImageRef(f"{i}.png")) for i in range(4))
+    settings = TrainSettings(steps=1000, learning_rate=1e-4, batch_size=4, resolution=512)
+    lora = TrainSpec(base_model="m", images=images, trigger_word="t", settings=settings)
+    assert price(lora) == 2 * 1000 * 4  # 2 millicredits per image-step at 512x512
+    assert price(replace(lora, settings=replace(settings, train_text_encoder=True))) == 12_000
+    assert price(replace(lora, method=TrainMethod.FULL)) == 24_000
+    tiny = replace(lora, settings=replace(settings, resolution=64, steps=10))
+    assert price(tiny) == 100  # the per-training floor
+    assert price(MergeSpec(primary="a", secondary="b", output_model="c")) == 500

@@ -10,7 +10,7 @@ from PIL import Image, ImageDraw
 
 from diffusiond.domain.errors import InvalidParams
 from diffusiond.domain.models import ModelFormat, ModelKind, ModelRecord
-from diffusiond.domain.params import Adetailer, AdetailerRegion, Img2Img, JobSpec, Txt2Img, WeightedPrompt
+from diffusiond.domain.params import Adetailer, AdetailerRegion, GenerateSpec, Img2Img, Txt2Img, WeightedPrompt
 from diffusiond.engine.adetailer import region_masks
 from diffusiond.engine.detectors import ConvHeatmapDetector, ShapesDetector, load_detector
 from diffusiond.engine.runner import Engine
@@ -106,7 +106,7 @@ def test_adetailer_changes_detected_regions_only(engine: Engine, ctx: Context, o
     init = ctx.put("shapes", shapes_image())
     keep_first = Img2Img(diffusion(), init=init, strength=0.0)  # the uploaded picture, as it is
     stage = Adetailer((region(only_masked=only_masked),))
-    out = engine.run(JobSpec(stages=(keep_first, stage), seed=3), ctx)[0].image
+    out = engine.run(GenerateSpec(stages=(keep_first, stage), seed=3), ctx)[0].image
     assert out.size == (64, 64)
     diff = changed(out, shapes_image())
     inside = allowed_area([CIRCLE, SQUARE], grow=2)
@@ -119,7 +119,7 @@ def test_adetailer_changes_detected_regions_only(engine: Engine, ctx: Context, o
 def test_adetailer_leaves_an_image_without_detections_unchanged(engine: Engine, ctx: Context) -> None:
     blank = Image.new("RGB", (64, 64), BG)
     stage = Adetailer((region(),))
-    out = engine.run(JobSpec(stages=(Img2Img(diffusion(), init=ctx.put("blank", blank), strength=0.0), stage),
+    out = engine.run(GenerateSpec(stages=(Img2Img(diffusion(), init=ctx.put("blank", blank), strength=0.0), stage),
                              seed=3), ctx)[0].image
     assert int(changed(out, blank).max()) == 0
 
@@ -131,12 +131,12 @@ SHAPES = Path(__file__).resolve().parents[2] / "src" / "diffusiond" / "bundled" 
 def test_adetailer_on_the_bundled_shapes_model(engine: Engine, ctx: Context, resolver: Resolver) -> None:
     resolver.add(ModelRecord("shapes", ModelKind.CHECKPOINT, ModelFormat.DIFFUSERS, str(SHAPES), family="shapes"))
     d = diffusion(model="shapes", prompt="a red circle on a blue background", steps=20)
-    first = engine.run(JobSpec(stages=(Txt2Img(d),), seed=11), ctx)[0].image
+    first = engine.run(GenerateSpec(stages=(Txt2Img(d),), seed=11), ctx)[0].image
     detections = ShapesDetector().detect(first)
     assert detections, "the shapes detector found nothing in a shapes picture"
     repaint = AdetailerRegion(detector="shapes", diffusion=d.__class__(**{**d.__dict__, "prompts": (
         WeightedPrompt("a green square"),)}), dilation=2, mask_blur=0, strength=0.9)
-    out = engine.run(JobSpec(stages=(Txt2Img(d), Adetailer((repaint,))), seed=11), ctx)[0].image
+    out = engine.run(GenerateSpec(stages=(Txt2Img(d), Adetailer((repaint,))), seed=11), ctx)[0].image
     diff = changed(out, first)
     boxes = [(b.box[0], b.box[1], b.box[2] - 1, b.box[3] - 1) for b in detections if b.score >= repaint.confidence]
     assert int(diff[~allowed_area(boxes, grow=2)].max()) <= 1

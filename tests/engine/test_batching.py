@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from diffusiond.domain.params import JobSpec, Sampler, Txt2Img, WeightedPrompt
+from diffusiond.domain.params import GenerateSpec, Sampler, Txt2Img, WeightedPrompt
 from diffusiond.engine.batching import batchable
 from diffusiond.engine.context import Canceled, GeneratedImage
 from diffusiond.engine.runner import Engine
 from tests.engine.conftest import Context, diffusion, max_abs_diff
 
 
-def job(prompt: str, seed: int, cfg: float, count: int = 1, **kwargs: object) -> JobSpec:
+def job(prompt: str, seed: int, cfg: float, count: int = 1, **kwargs: object) -> GenerateSpec:
     d = diffusion(prompt=prompt, cfg_scale=cfg, steps=6, **kwargs)
-    return JobSpec(stages=(Txt2Img(d),), seed=seed, count=count)
+    return GenerateSpec(stages=(Txt2Img(d),), seed=seed, count=count)
 
 
 @pytest.mark.parametrize("sampler", [None, Sampler.K_EULER_ANCESTRAL, Sampler.DDIM])
@@ -53,7 +53,7 @@ def test_incompatible_jobs_are_not_batched_but_still_run(engine: Engine) -> None
 
 def test_prompts_share_nothing_across_rows(engine: Engine) -> None:
     a = job("a red circle", 5, 7.0)
-    b = JobSpec(stages=(Txt2Img(diffusion(prompt="a red circle", steps=6, cfg_scale=7.0,
+    b = GenerateSpec(stages=(Txt2Img(diffusion(prompt="a red circle", steps=6, cfg_scale=7.0,
                                           negative_prompts=(WeightedPrompt("red"),))),), seed=5)
     ra, rb = engine.run_batch([(a, Context()), (b, Context())])
     assert isinstance(ra, list) and isinstance(rb, list)

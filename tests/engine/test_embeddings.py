@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from diffusiond.domain.params import EmbeddingRef, JobSpec, Txt2Img
+from diffusiond.domain.params import EmbeddingRef, GenerateSpec, Txt2Img
 from diffusiond.engine.runner import Engine
 from tests.engine.conftest import Context, diffusion
 
@@ -12,7 +12,7 @@ def test_embedding_token_is_used_and_removed(engine: Engine, ctx: Context) -> No
     vocab_before = len(tokenizer)
 
     def run(**kwargs: object) -> bytes:
-        spec = JobSpec(stages=(Txt2Img(diffusion(prompt=PROMPT, **kwargs)),), seed=17)
+        spec = GenerateSpec(stages=(Txt2Img(diffusion(prompt=PROMPT, **kwargs)),), seed=17)
         return engine.run(spec, ctx)[0].image.tobytes()
 
     plain = run()
@@ -29,7 +29,7 @@ def test_embedding_token_is_used_and_removed(engine: Engine, ctx: Context) -> No
 def test_embedding_defaults_to_model_id_token(engine: Engine, ctx: Context) -> None:
     prompt = "a portrait in the style of tiny-emb"
     runs = [
-        engine.run(JobSpec(stages=(Txt2Img(diffusion(prompt=prompt, embeddings=e)),), seed=17), ctx)[0].image
+        engine.run(GenerateSpec(stages=(Txt2Img(diffusion(prompt=prompt, embeddings=e)),), seed=17), ctx)[0].image
         for e in ((), (EmbeddingRef("tiny-emb"),))
     ]
     assert runs[0].tobytes() != runs[1].tobytes()

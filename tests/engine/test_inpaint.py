@@ -5,7 +5,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from diffusiond.domain.errors import InvalidParams
-from diffusiond.domain.params import Inpaint, InpaintFill, JobSpec, MaskSource, Txt2Img
+from diffusiond.domain.params import GenerateSpec, Inpaint, InpaintFill, MaskSource, Txt2Img
 from diffusiond.engine.inpaint import build_mask
 from diffusiond.engine.runner import Engine
 from tests.engine.conftest import Context, diffusion
@@ -56,7 +56,7 @@ def sources(ctx: Context) -> dict[MaskSource, tuple[object, object]]:
 def test_unmasked_pixels_stay(engine: Engine, ctx: Context, model: str, source: MaskSource) -> None:
     init_ref, mask_ref = sources(ctx)[source]
     stage = Inpaint(diffusion(model), init=init_ref, mask=mask_ref, mask_source=source)  # type: ignore[arg-type]
-    out = engine.run(JobSpec(stages=(stage,), seed=4), ctx)[0].image
+    out = engine.run(GenerateSpec(stages=(stage,), seed=4), ctx)[0].image
     assert out.size == (64, 64)
     assert outside_box_diff(out, init_image()) <= 1
     assert inside_box_diff(out, init_image()) > 5  # and the box really was repainted
@@ -67,18 +67,18 @@ def test_only_masked_blur_and_fill(engine: Engine, ctx: Context) -> None:
     stage = Inpaint(
         diffusion(), init=init_ref, mask=mask_ref, only_masked=True, only_masked_padding=8, fill=InpaintFill.FILL
     )
-    out = engine.run(JobSpec(stages=(stage,), seed=4), ctx)[0].image
+    out = engine.run(GenerateSpec(stages=(stage,), seed=4), ctx)[0].image
     assert outside_box_diff(out, init_image()) <= 1
     blurred = Inpaint(diffusion(), init=init_ref, mask=mask_ref, mask_blur=2, fill=InpaintFill.LATENT_NOTHING)
-    out = engine.run(JobSpec(stages=(blurred,), seed=4), ctx)[0].image
+    out = engine.run(GenerateSpec(stages=(blurred,), seed=4), ctx)[0].image
     far = np.asarray(out, dtype=np.int16)[:8], np.asarray(init_image(), dtype=np.int16)[:8]
     assert int(np.abs(far[0] - far[1]).max()) <= 1  # far from the blurred edge nothing moves
 
 
 def test_inpaint_after_txt2img(engine: Engine, ctx: Context) -> None:
     mask_ref = ctx.put("white", white_mask())
-    spec = JobSpec(stages=(Txt2Img(diffusion()), Inpaint(diffusion(), mask=mask_ref)), seed=6)
-    base = engine.run(JobSpec(stages=(Txt2Img(diffusion()),), seed=6), ctx)[0].image
+    spec = GenerateSpec(stages=(Txt2Img(diffusion()), Inpaint(diffusion(), mask=mask_ref)), seed=6)
+    base = engine.run(GenerateSpec(stages=(Txt2Img(diffusion()),), seed=6), ctx)[0].image
     out = engine.run(spec, ctx)[0].image
     assert outside_box_diff(out, base) <= 1
 
@@ -95,6 +95,6 @@ def test_build_mask_sources_and_invert() -> None:
 def test_missing_mask_is_a_clear_error(engine: Engine, ctx: Context) -> None:
     ref = ctx.put("init", init_image())
     with pytest.raises(InvalidParams):
-        engine.run(JobSpec(stages=(Inpaint(diffusion(), init=ref),), seed=1), ctx)
+        engine.run(GenerateSpec(stages=(Inpaint(diffusion(), init=ref),), seed=1), ctx)
     with pytest.raises(InvalidParams):  # RGB init has no alpha channel
-        engine.run(JobSpec(stages=(Inpaint(diffusion(), init=ref, mask_source=MaskSource.INIT_IMAGE_ALPHA),)), ctx)
+        engine.run(GenerateSpec(stages=(Inpaint(diffusion(), init=ref, mask_source=MaskSource.INIT_IMAGE_ALPHA),)), ctx)

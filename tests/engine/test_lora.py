@@ -9,14 +9,14 @@ from safetensors.torch import load_file, save_file
 
 from diffusiond.domain.errors import InvalidParams
 from diffusiond.domain.models import ModelFormat, ModelKind, ModelRecord
-from diffusiond.domain.params import Diffusion, JobSpec, LoraRef, Txt2Img
+from diffusiond.domain.params import Diffusion, GenerateSpec, LoraRef, Txt2Img
 from diffusiond.engine.lora import DEFAULT_CAPACITY, loaded_adapters
 from diffusiond.engine.runner import Engine
 from tests.engine.conftest import Context, Resolver, diffusion
 
 
 def run(engine: Engine, ctx: Context, d: Diffusion) -> bytes:
-    return engine.run(JobSpec(stages=(Txt2Img(d),), seed=13), ctx)[0].image.tobytes()
+    return engine.run(GenerateSpec(stages=(Txt2Img(d),), seed=13), ctx)[0].image.tobytes()
 
 
 def test_lora_changes_output_and_leaves_no_trace(engine: Engine, ctx: Context) -> None:

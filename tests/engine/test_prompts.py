@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from diffusiond.domain.errors import InvalidParams
-from diffusiond.domain.params import JobSpec, Txt2Img, WeightedPrompt
+from diffusiond.domain.params import GenerateSpec, Txt2Img, WeightedPrompt
 from diffusiond.engine.prompts import encode_prompts, split_by_sign
 from diffusiond.engine.runner import Engine
 from diffusiond.engine.style_presets import STYLE_PRESETS, apply_style
@@ -52,8 +52,8 @@ def test_long_prompts_are_chunked_not_truncated(engine: Engine, ctx: Context) ->
     cond = encode_prompts(pipe, diffusion(prompt=LONG), torch.device("cpu"), is_sdxl=False)
     assert cond.prompt_embeds.shape[1] == 77 * 4 == cond.negative_prompt_embeds.shape[1]
     tail_changed = diffusion(prompt=LONG + ", word999")
-    first = engine.run(JobSpec(stages=(Txt2Img(diffusion(prompt=LONG)),), seed=1), ctx)[0].image
-    second = engine.run(JobSpec(stages=(Txt2Img(tail_changed),), seed=1), ctx)[0].image
+    first = engine.run(GenerateSpec(stages=(Txt2Img(diffusion(prompt=LONG)),), seed=1), ctx)[0].image
+    second = engine.run(GenerateSpec(stages=(Txt2Img(tail_changed),), seed=1), ctx)[0].image
     assert first.tobytes() != second.tobytes()  # words past token 77 still matter
     with pytest.raises(InvalidParams, match="too long"):
         encode_prompts(pipe, diffusion(prompt=LONG * 6), torch.device("cpu"), is_sdxl=False)

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from diffusiond.domain.errors import InvalidParams
-from diffusiond.domain.params import JobSpec, Sampler, Schedule, Txt2Img
+from diffusiond.domain.params import GenerateSpec, Sampler, Schedule, Txt2Img
 from diffusiond.engine.runner import Engine
 from diffusiond.engine.schedulers import build_scheduler, supports_schedule
 from tests.engine.conftest import Context, diffusion
@@ -14,7 +14,7 @@ NO_SIGMA_SPACING = {Sampler.DDIM, Sampler.DDPM, Sampler.PNDM, Sampler.K_EULER_AN
 @pytest.mark.parametrize("sampler", list(Sampler))
 def test_every_sampler_runs(engine: Engine, ctx: Context, sampler: Sampler) -> None:
     schedule = Schedule.DEFAULT if sampler in NO_SIGMA_SPACING else Schedule.KARRAS
-    spec = JobSpec(stages=(Txt2Img(diffusion(sampler=sampler, schedule=schedule, steps=3)),), seed=1)
+    spec = GenerateSpec(stages=(Txt2Img(diffusion(sampler=sampler, schedule=schedule, steps=3)),), seed=1)
     image = engine.run(spec, ctx)[0].image
     assert image.size == (64, 64)
     assert len(image.getcolors(maxcolors=1 << 24) or ()) > 1  # a real decode, not a blank canvas
@@ -22,7 +22,7 @@ def test_every_sampler_runs(engine: Engine, ctx: Context, sampler: Sampler) -> N
 
 def test_exponential_schedule_and_default_differ(engine: Engine, ctx: Context) -> None:
     runs = [
-        engine.run(JobSpec(stages=(Txt2Img(diffusion(sampler=Sampler.K_DPMPP_2M, schedule=s)),), seed=1), ctx)[0]
+        engine.run(GenerateSpec(stages=(Txt2Img(diffusion(sampler=Sampler.K_DPMPP_2M, schedule=s)),), seed=1), ctx)[0]
         for s in (Schedule.DEFAULT, Schedule.EXPONENTIAL)
     ]
     assert runs[0].image.tobytes() != runs[1].image.tobytes()

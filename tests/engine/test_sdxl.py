@@ -8,7 +8,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from diffusiond.domain.models import ModelFormat, ModelKind, ModelRecord
-from diffusiond.domain.params import EmbeddingRef, Img2Img, Inpaint, JobSpec, Txt2Img, WeightedPrompt
+from diffusiond.domain.params import EmbeddingRef, GenerateSpec, Img2Img, Inpaint, Txt2Img, WeightedPrompt
 from diffusiond.engine.runner import Engine
 from tests.engine.conftest import Context, Resolver, diffusion, max_abs_diff
 
@@ -29,20 +29,21 @@ def test_sdxl_txt2img_img2img_inpaint(engine: Engine, ctx: Context, xl: str) -> 
     d = diffusion(xl, prompts=(WeightedPrompt("a cat"), WeightedPrompt("a hat", 0.5)))
     mask = Image.new("L", (64, 64), 0)
     ImageDraw.Draw(mask).rectangle((8, 8, 31, 31), fill=255)
-    spec = JobSpec(stages=(Txt2Img(d), Img2Img(d, strength=0.5), Inpaint(d, mask=ctx.put("m", mask))), count=2, seed=4)
+    stages = (Txt2Img(d), Img2Img(d, strength=0.5), Inpaint(d, mask=ctx.put("m", mask)))
+    spec = GenerateSpec(stages=stages, count=2, seed=4)
     out = engine.run(spec, ctx)
     assert [g.image.size for g in out] == [(64, 64), (64, 64)]
     assert max_abs_diff(out[0].image, out[1].image) > 0
-    again = engine.run(JobSpec(stages=(Txt2Img(d),), seed=4), ctx)[0].image
-    assert again.tobytes() == engine.run(JobSpec(stages=(Txt2Img(d),), seed=4), ctx)[0].image.tobytes()
+    again = engine.run(GenerateSpec(stages=(Txt2Img(d),), seed=4), ctx)[0].image
+    assert again.tobytes() == engine.run(GenerateSpec(stages=(Txt2Img(d),), seed=4), ctx)[0].image.tobytes()
     assert engine.cache.get(xl).loaded.is_sdxl
 
 
 def test_sdxl_embedding_loads_into_both_encoders(engine: Engine, ctx: Context, xl: str, tmp_path: Path) -> None:
     prompt = "a photo of xlemb"
-    plain = engine.run(JobSpec(stages=(Txt2Img(diffusion(xl, prompt=prompt)),), seed=1), ctx)[0].image
+    plain = engine.run(GenerateSpec(stages=(Txt2Img(diffusion(xl, prompt=prompt)),), seed=1), ctx)[0].image
     ref = EmbeddingRef("tiny-xl-emb", token="xlemb")
-    embedded = engine.run(JobSpec(stages=(Txt2Img(diffusion(xl, prompt=prompt, embeddings=(ref,))),), seed=1), ctx)
+    embedded = engine.run(GenerateSpec(stages=(Txt2Img(diffusion(xl, prompt=prompt, embeddings=(ref,))),), seed=1), ctx)
     assert embedded[0].image.tobytes() != plain.tobytes()
     pipe = engine.cache.get(xl).base
     assert "xlemb" not in pipe.tokenizer.get_vocab() and "xlemb" not in pipe.tokenizer_2.get_vocab()
@@ -71,7 +72,7 @@ def test_sdxl_single_file_round_trip(engine: Engine, ctx: Context, xl: str, reso
     folder = Path(resolver.resolve(xl, ModelKind.CHECKPOINT).path)
     path = export_single_file(folder, tmp_path / "xl.safetensors")
     resolver.add(ModelRecord("tiny-xl-file", ModelKind.CHECKPOINT, ModelFormat.SAFETENSORS, str(path)))
-    images = [engine.run(JobSpec(stages=(Txt2Img(diffusion(model, prompt="a cat")),), seed=5), ctx)[0].image
+    images = [engine.run(GenerateSpec(stages=(Txt2Img(diffusion(model, prompt="a cat")),), seed=5), ctx)[0].image
               for model in (xl, "tiny-xl-file")]
     # Same weights and configs; the single file's weights are converted views, so float sums may differ
     # in the last bit (1e-7 in the pooled text embedding): at most one 8-bit level per pixel.

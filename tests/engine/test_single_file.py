@@ -8,7 +8,7 @@ import torch
 
 from diffusiond.domain.errors import InvalidParams
 from diffusiond.domain.models import ModelFormat, ModelKind, ModelRecord
-from diffusiond.domain.params import JobSpec, Txt2Img
+from diffusiond.domain.params import GenerateSpec, Txt2Img
 from diffusiond.engine.loader import CONFIGS, detect_family, load_checkpoint, prepare_config_dir
 from diffusiond.engine.runner import Engine
 from diffusiond.engine.single_file import export_single_file, sibling_config_dir
@@ -38,7 +38,7 @@ def test_round_trip_gives_the_same_weights_and_image(
         assert sa.keys() == sb.keys()
         assert all(torch.equal(sa[k], sb[k]) for k in sa), name
     images = [
-        engine.run(JobSpec(stages=(Txt2Img(diffusion(model)),), seed=21), ctx)[0].image.tobytes()
+        engine.run(GenerateSpec(stages=(Txt2Img(diffusion(model)),), seed=21), ctx)[0].image.tobytes()
         for model in ("tiny", "tiny-file")
     ]
     assert images[0] == images[1]
@@ -203,7 +203,7 @@ def test_bundled_shapes_model_is_loadable_as_a_single_file(
     resolver.add(ModelRecord("shapes-dir", ModelKind.CHECKPOINT, ModelFormat.DIFFUSERS, str(shapes), family="shapes"))
     resolver.add(ModelRecord("shapes-file", ModelKind.CHECKPOINT, ModelFormat.SAFETENSORS, str(path), family="shapes"))
     images = [
-        engine.run(JobSpec(stages=(Txt2Img(diffusion(model, prompt="a red circle", steps=4)),), seed=3), ctx)[0]
+        engine.run(GenerateSpec(stages=(Txt2Img(diffusion(model, prompt="a red circle", steps=4)),), seed=3), ctx)[0]
         for model in ("shapes-dir", "shapes-file")
     ]
     assert images[0].image.tobytes() == images[1].image.tobytes()

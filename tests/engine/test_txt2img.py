@@ -1,12 +1,12 @@
 from __future__ import annotations
 
-from diffusiond.domain.params import JobSpec, Txt2Img
+from diffusiond.domain.params import GenerateSpec, Txt2Img
 from diffusiond.engine.runner import Engine
 from tests.engine.conftest import Context, diffusion, max_abs_diff
 
 
 def test_size_and_count(engine: Engine, ctx: Context) -> None:
-    out = engine.run(JobSpec(stages=(Txt2Img(diffusion(width=64, height=48)),), count=2, seed=7), ctx)
+    out = engine.run(GenerateSpec(stages=(Txt2Img(diffusion(width=64, height=48)),), count=2, seed=7), ctx)
     assert [g.image.size for g in out] == [(64, 48), (64, 48)]
     assert [g.seed for g in out] == [7, 8]
     assert all(g.finish_reason == "SUCCESS" for g in out)
@@ -14,23 +14,24 @@ def test_size_and_count(engine: Engine, ctx: Context) -> None:
 
 def test_same_seed_same_image_and_batch_matches_single(engine: Engine, ctx: Context) -> None:
     stage = Txt2Img(diffusion())
-    batch = engine.run(JobSpec(stages=(stage,), count=2, seed=11), ctx)
-    first = engine.run(JobSpec(stages=(stage,), count=1, seed=11), ctx)
-    second = engine.run(JobSpec(stages=(stage,), count=1, seed=12), ctx)
-    assert first[0].image.tobytes() == engine.run(JobSpec(stages=(stage,), count=1, seed=11), ctx)[0].image.tobytes()
+    batch = engine.run(GenerateSpec(stages=(stage,), count=2, seed=11), ctx)
+    first = engine.run(GenerateSpec(stages=(stage,), count=1, seed=11), ctx)
+    second = engine.run(GenerateSpec(stages=(stage,), count=1, seed=12), ctx)
+    again = engine.run(GenerateSpec(stages=(stage,), count=1, seed=11), ctx)
+    assert first[0].image.tobytes() == again[0].image.tobytes()
     # image i of a batch uses seed + i, exactly as if it ran alone (up to float batching noise)
     assert max_abs_diff(batch[0].image, first[0].image) <= 2
     assert max_abs_diff(batch[1].image, second[0].image) <= 2
 
 
 def test_different_seeds_differ(engine: Engine, ctx: Context) -> None:
-    a, b = engine.run(JobSpec(stages=(Txt2Img(diffusion()),), count=2, seed=3), ctx)
+    a, b = engine.run(GenerateSpec(stages=(Txt2Img(diffusion()),), count=2, seed=3), ctx)
     assert max_abs_diff(a.image, b.image) > 10
 
 
 def test_prompt_changes_image(engine: Engine, ctx: Context) -> None:
-    a = engine.run(JobSpec(stages=(Txt2Img(diffusion(prompt="a cat")),), seed=5), ctx)[0]
-    b = engine.run(JobSpec(stages=(Txt2Img(diffusion(prompt="a spaceship at night")),), seed=5), ctx)[0]
+    a = engine.run(GenerateSpec(stages=(Txt2Img(diffusion(prompt="a cat")),), seed=5), ctx)[0]
+    b = engine.run(GenerateSpec(stages=(Txt2Img(diffusion(prompt="a spaceship at night")),), seed=5), ctx)[0]
     assert max_abs_diff(a.image, b.image) > 0
 
 
@@ -39,7 +40,7 @@ def test_eta_noise_seed_delta_moves_only_stochastic_samplers(engine: Engine, ctx
 
     def run(sampler: Sampler, delta: int) -> bytes:
         d = diffusion(sampler=sampler, eta_noise_seed_delta=delta)
-        return engine.run(JobSpec(stages=(Txt2Img(d),), seed=31), ctx)[0].image.tobytes()
+        return engine.run(GenerateSpec(stages=(Txt2Img(d),), seed=31), ctx)[0].image.tobytes()
 
     # the same initial latents: a deterministic sampler gives the same image
     assert run(Sampler.DDIM, 0) == run(Sampler.DDIM, 31337)

@@ -9,7 +9,7 @@ from PIL import Image
 
 from diffusiond.domain.errors import InvalidParams
 from diffusiond.domain.models import ModelFormat, ModelKind, ModelRecord
-from diffusiond.domain.params import JobSpec, Txt2Img, Upscale
+from diffusiond.domain.params import GenerateSpec, Txt2Img, Upscale
 from diffusiond.engine.runner import Engine
 from diffusiond.engine.upscale import target_size
 from diffusiond.engine.upscalers import load_upscaler, read_state_dict
@@ -18,20 +18,21 @@ from tests.engine.conftest import Context, TinyModels, diffusion
 
 def test_lanczos_sizes(engine: Engine, ctx: Context) -> None:
     ref = ctx.put("small", Image.new("RGB", (40, 30), (200, 10, 10)))
-    by_width = engine.run(JobSpec(stages=(Upscale(init=ref, width=80),)), ctx)[0].image
-    exact = engine.run(JobSpec(stages=(Upscale(init=ref, width=100, height=50),)), ctx)[0].image
-    scaled = engine.run(JobSpec(stages=(Upscale(init=ref, scale=3),)), ctx)[0].image
-    default = engine.run(JobSpec(stages=(Upscale(init=ref),)), ctx)[0].image
+    by_width = engine.run(GenerateSpec(stages=(Upscale(init=ref, width=80),)), ctx)[0].image
+    exact = engine.run(GenerateSpec(stages=(Upscale(init=ref, width=100, height=50),)), ctx)[0].image
+    scaled = engine.run(GenerateSpec(stages=(Upscale(init=ref, scale=3),)), ctx)[0].image
+    default = engine.run(GenerateSpec(stages=(Upscale(init=ref),)), ctx)[0].image
     assert (by_width.size, exact.size, scaled.size, default.size) == ((80, 60), (100, 50), (120, 90), (80, 60))
     assert by_width.getpixel((40, 30)) == (200, 10, 10)
 
 
 @pytest.mark.parametrize("model_id", ["x2", "x2-pth"])
 def test_esrgan_through_spandrel(engine: Engine, ctx: Context, model_id: str) -> None:
-    out = engine.run(JobSpec(stages=(Txt2Img(diffusion()), Upscale(upscaler=model_id)), count=2, seed=1), ctx)
+    out = engine.run(GenerateSpec(stages=(Txt2Img(diffusion()), Upscale(upscaler=model_id)), count=2, seed=1), ctx)
     assert [g.image.size for g in out] == [(128, 128), (128, 128)]
     odd = ctx.put("odd", Image.new("RGB", (24, 16), (0, 90, 0)))
-    assert engine.run(JobSpec(stages=(Upscale(upscaler=model_id, init=odd, width=60),)), ctx)[0].image.size == (60, 40)
+    out = engine.run(GenerateSpec(stages=(Upscale(upscaler=model_id, init=odd, width=60),)), ctx)
+    assert out[0].image.size == (60, 40)
 
 
 def test_safetensors_and_pth_load_the_same_network(tiny: TinyModels) -> None:
@@ -61,8 +62,8 @@ def test_pickles_are_refused(tmp_path: Path) -> None:
 def test_hires_pass_rediffuses_at_new_size(engine: Engine, ctx: Context) -> None:
     plain = Upscale(scale=2)
     hires = Upscale(scale=2, hires=diffusion(width=128, height=128), hires_strength=0.5)
-    a = engine.run(JobSpec(stages=(Txt2Img(diffusion()), plain), seed=3), ctx)[0].image
-    b = engine.run(JobSpec(stages=(Txt2Img(diffusion()), hires), seed=3), ctx)[0].image
+    a = engine.run(GenerateSpec(stages=(Txt2Img(diffusion()), plain), seed=3), ctx)[0].image
+    b = engine.run(GenerateSpec(stages=(Txt2Img(diffusion()), hires), seed=3), ctx)[0].image
     assert a.size == b.size == (128, 128)
     assert a.tobytes() != b.tobytes()
 
@@ -92,6 +93,6 @@ def test_spandrel_imports_without_torchvision() -> None:
 
 def test_hires_progress_keeps_rising(engine: Engine, ctx: Context) -> None:
     hires = Upscale(scale=2, hires=diffusion(width=128, height=128, steps=4), hires_strength=0.5)
-    engine.run(JobSpec(stages=(Txt2Img(diffusion(steps=2)), hires), seed=3), ctx)
+    engine.run(GenerateSpec(stages=(Txt2Img(diffusion(steps=2)), hires), seed=3), ctx)
     fractions = [f for _, f in ctx.progress]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0

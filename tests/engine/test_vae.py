@@ -8,7 +8,7 @@ from safetensors.torch import save_file
 
 from diffusiond.domain.errors import InvalidParams
 from diffusiond.domain.models import ModelFormat, ModelKind, ModelRecord
-from diffusiond.domain.params import Img2Img, JobSpec, Txt2Img
+from diffusiond.domain.params import GenerateSpec, Img2Img, Txt2Img
 from diffusiond.engine.runner import Engine
 from diffusiond.engine.single_file import vae_to_ldm
 from tests.engine.conftest import Context, Resolver, diffusion
@@ -31,7 +31,7 @@ def vaes(engine: Engine, resolver: Resolver, tmp_path_factory: pytest.TempPathFa
 
 def image(engine: Engine, ctx: Context, vae: str | None = None) -> bytes:
     d = diffusion(vae=vae)
-    return engine.run(JobSpec(stages=(Txt2Img(d), Img2Img(d, strength=0.5)), seed=8), ctx)[0].image.tobytes()
+    return engine.run(GenerateSpec(stages=(Txt2Img(d), Img2Img(d, strength=0.5)), seed=8), ctx)[0].image.tobytes()
 
 
 def test_vae_override_applies_for_one_job(engine: Engine, ctx: Context, vaes: dict[str, str]) -> None:

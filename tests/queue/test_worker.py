@@ -10,10 +10,10 @@ import pytest
 
 from diffusiond.auth.keys import KeyService
 from diffusiond.blobs.local import LocalBlobStore
-from diffusiond.domain.jobs import JobStatus
+from diffusiond.domain.jobs import JobKind, JobStatus
 from diffusiond.domain.models import ModelKind
-from diffusiond.domain.params import Diffusion, JobSpec, Txt2Img, WeightedPrompt
-from diffusiond.engine.runner import Engine
+from diffusiond.domain.params import Diffusion, GenerateSpec, Txt2Img, WeightedPrompt
+from diffusiond.engine.runner import Engine, GenerateHandler
 from diffusiond.models.registry import ModelRegistry
 from diffusiond.queue.events import JobEvents
 from diffusiond.queue.job_service import JobService
@@ -30,20 +30,20 @@ def setup(tmp_path: Path, tiny_sd_dir: Path) -> tuple[JobService, Worker, LocalB
     jobs = JobService(db, JobEvents())
     blobs = LocalBlobStore(tmp_path / "blobs")
     engine = Engine(resolver=registry, cache_dir=tmp_path / "cache", device="cpu")
-    worker = Worker(jobs, blobs, engine, "w1", batch_size=4, batch_window=0.0)
+    worker = Worker(jobs, blobs, {JobKind.GENERATE: GenerateHandler(engine)}, "w1", batch_size=4, batch_window=0.0)
     tenant = KeyService(db).create("t", credits_milli=100_000).tenant_id
     return jobs, worker, blobs, tenant
 
 
-def spec(prompt: str, seed: int, model: str = "tiny", steps: int = 4, **kwargs: object) -> JobSpec:
+def spec(prompt: str, seed: int, model: str = "tiny", steps: int = 4, **kwargs: object) -> GenerateSpec:
     d = Diffusion(model=model, prompts=(WeightedPrompt(prompt),), width=64, height=64, steps=steps,
                   **kwargs)  # type: ignore[arg-type]
-    return JobSpec(stages=(Txt2Img(d),), seed=seed)
+    return GenerateSpec(stages=(Txt2Img(d),), seed=seed)
 
 
 def test_compatible_jobs_run_as_one_batch(setup: tuple[JobService, Worker, LocalBlobStore, str]) -> None:
     jobs, worker, blobs, tenant = setup
-    ids = [jobs.submit(tenant, spec(p, i + 1, cfg_scale=3.0 + i), cost=10).id
+    ids = [jobs.submit(tenant, spec(p, i + 1, cfg_scale=3.0 + i), dialect="jobs").id
            for i, p in enumerate(["a red circle", "a blue square", "a green triangle"])]
     assert worker.run_once()  # one claim took all three
     assert not worker.run_once()
@@ -51,13 +51,13 @@ def test_compatible_jobs_run_as_one_batch(setup: tuple[JobService, Worker, Local
     for job_id in ids:
         job = jobs.get(tenant, job_id)
         assert job.status is JobStatus.SUCCEEDED and job.attempt == 1
-        assert blobs.get(job.artifacts[0].blob_key).startswith(b"\x89PNG")
+        assert blobs.get(job.images[0].blob_key).startswith(b"\x89PNG")
 
 
 def test_a_failing_job_fails_alone(setup: tuple[JobService, Worker, LocalBlobStore, str]) -> None:
     jobs, worker, _, tenant = setup
-    bad = jobs.submit(tenant, spec("x", 1, model="missing"), cost=10)
-    good = jobs.submit(tenant, spec("a red circle", 2), cost=10)
+    bad = jobs.submit(tenant, spec("x", 1, model="missing"), dialect="jobs")
+    good = jobs.submit(tenant, spec("a red circle", 2), dialect="jobs")
     while worker.run_once():
         pass
     worker.drain()
@@ -70,7 +70,8 @@ def test_batch_progress_is_written_while_it_runs_and_cancel_stops_one_job(
         setup: tuple[JobService, Worker, LocalBlobStore, str]) -> None:
     jobs, worker, _, tenant = setup
     worker.progress_interval = 0.02
-    keep, drop = (jobs.submit(tenant, spec("a red circle", i + 1, steps=100), cost=10).id for i in range(2))
+    keep, drop = (jobs.submit(tenant, spec("a red circle", i + 1, steps=100), dialect="jobs").id
+                  for i in range(2))
     run = threading.Thread(target=worker.run_once)
     run.start()
     deadline = time.monotonic() + 60

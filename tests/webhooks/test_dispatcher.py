@@ -8,21 +8,21 @@ from typing import Any
 import pytest
 from standardwebhooks import Webhook
 
+from diffusiond.api.jobs.webhooks import job_webhook_renderer
 from diffusiond.auth.keys import KeyService
 from diffusiond.auth.tenants import TenantService
 from diffusiond.blobs.signing import UrlSigner
-from diffusiond.domain.params import Diffusion, JobSpec, Txt2Img, WeightedPrompt
+from diffusiond.domain.params import Diffusion, GenerateSpec, Txt2Img, WeightedPrompt
 from diffusiond.queue.events import JobEvents
 from diffusiond.queue.job_service import JobService, NewArtifact
 from diffusiond.store.database import Database
 from diffusiond.store.tables import OutboxRow
 from diffusiond.webhooks.dispatcher import RetryPolicy, WebhookDispatcher
-from diffusiond.webhooks.payload import job_payload_builder
 from diffusiond.webhooks.signing import public_secret
 from diffusiond.webhooks.ssrf import UrlPolicy
 from tests.webhooks.receiver import Receiver
 
-SPEC = JobSpec(stages=(Txt2Img(Diffusion(model="tiny", prompts=(WeightedPrompt("x"),), width=64, height=64)),))
+SPEC = GenerateSpec(stages=(Txt2Img(Diffusion(model="tiny", prompts=(WeightedPrompt("x"),), width=64, height=64)),))
 
 
 def wait_for(predicate: object, timeout: float = 10.0) -> None:
@@ -35,7 +35,8 @@ def wait_for(predicate: object, timeout: float = 10.0) -> None:
 
 
 def setup(db: Database) -> tuple[JobService, TenantService, str]:
-    jobs = JobService(db, JobEvents(), webhook_payload=job_payload_builder(UrlSigner(b"k", "http://x"), 60))
+    jobs = JobService(db, JobEvents(), url_policy=UrlPolicy("127.0.0.1"),
+                      webhook_renderers={"jobs": job_webhook_renderer(UrlSigner(b"k", "http://x"), 60)})
     tenant = KeyService(db).create("t", credits_milli=10_000).tenant_id
     return jobs, TenantService(db), tenant
 
@@ -46,10 +47,10 @@ def test_every_status_change_is_delivered_signed_and_the_terminal_once(db: Datab
     dispatcher = WebhookDispatcher(db, tenants, UrlPolicy("127.0.0.1"), poll_interval=0.05)
     dispatcher.start()
     try:
-        job = jobs.submit(tenant, SPEC, cost=100, notify_url=receiver.url + "/hook")
+        job = jobs.submit(tenant, SPEC, dialect="jobs", notify_url=receiver.url + "/hook")
         claims: Any = jobs.claim("w")  # JobService.list shadows `list` in its annotations for mypy
         (claim,) = claims
-        assert jobs.succeed(job.id, claim.attempt, [NewArtifact("outputs/t/a.png", "image/png", 64, 64, 1)])
+        assert jobs.succeed(job.id, claim.attempt, [NewArtifact.image("outputs/t/a.png", 64, 64, 1)])
         assert not jobs.succeed(job.id, claim.attempt, [])  # a second terminal transition is fenced out
         wait_for(lambda: len(receiver.snapshot()) == 3)
         time.sleep(0.3)
@@ -76,7 +77,7 @@ def test_retries_with_backoff_until_the_receiver_accepts(db: Database) -> None:
     dispatcher = WebhookDispatcher(db, tenants, UrlPolicy("127.0.0.1"), retry=retry, poll_interval=0.05)
     dispatcher.start()
     try:
-        job = jobs.submit(tenant, SPEC, cost=100, notify_url=receiver.url)
+        job = jobs.submit(tenant, SPEC, dialect="jobs", notify_url=receiver.url)
         jobs.cancel(tenant, job.id)
         def delivered() -> bool:
             with db.session() as s:
@@ -103,7 +104,7 @@ def test_a_refused_url_is_retried_then_dead(db: Database) -> None:
     jobs, tenants, tenant = setup(db)
     retry = RetryPolicy(base_seconds=0.05, max_attempts=3)
     dispatcher = WebhookDispatcher(db, tenants, UrlPolicy(""), retry=retry, poll_interval=0.05)
-    jobs.submit(tenant, SPEC, cost=100, notify_url="http://127.0.0.1:9/hook")
+    jobs.submit(tenant, SPEC, dialect="jobs", notify_url="http://127.0.0.1:9/hook")
     dispatcher.start()
     try:
         def dead() -> bool:

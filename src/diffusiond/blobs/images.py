@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 from diffusiond.domain.errors import InvalidParams, PayloadTooLarge
+from diffusiond.domain.limits import MAX_UPLOAD_SIDE
 
 ALLOWED_FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
 MIME_ALIASES = {"image/jpg": "image/jpeg", "image/pjpeg": "image/jpeg", "image/x-png": "image/png"}
@@ -57,6 +58,32 @@ def decode_upload(data: bytes, *, max_bytes: int, max_pixels: int, declared_mime
     mode = "RGBA" if probe.mode in ("RGBA", "LA", "PA") or "transparency" in probe.info else "RGB"
     image = probe.convert(mode)
     return DecodedImage(image=image, mime=mime)
+
+
+@dataclass(frozen=True)
+class UploadRules:
+    """The one set of limits every dialect applies to an uploaded image (built from Settings)."""
+
+    max_bytes: int
+    max_pixels: int
+    max_side: int = MAX_UPLOAD_SIDE
+
+    def decode(self, data: bytes, declared_mime: str | None = None, *, field: str = "image",
+               keep_alpha: bool = False) -> Image.Image:
+        """The upload's pixels (RGB, or RGBA with `keep_alpha` when it has transparency), or a 4xx."""
+        decoded = decode_upload(data, max_bytes=self.max_bytes, max_pixels=self.max_pixels,
+                                declared_mime=declared_mime, field=field)
+        image = decoded.image
+        if max(image.size) > self.max_side:
+            raise InvalidParams(f"{field}: {image.width}x{image.height} exceeds {self.max_side} pixels a side",
+                                code="invalid_image_dimensions")
+        return image if keep_alpha or image.mode == "RGB" else image.convert("RGB")
+
+    def reencode(self, data: bytes, declared_mime: str | None = None, *, field: str = "image",
+                 keep_alpha: bool = False) -> tuple[bytes, int, int]:
+        """The upload as PNG bytes (nothing but pixels survives), with its width and height."""
+        image = self.decode(data, declared_mime, field=field, keep_alpha=keep_alpha)
+        return encode_png(image), image.width, image.height
 
 
 def encode_png(image: Image.Image, *, compress_level: int = 1) -> bytes:

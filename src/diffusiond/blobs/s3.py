@@ -27,6 +27,18 @@ class S3BlobStore:
     def put(self, key: str, data: bytes, mime: str) -> None:
         self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, ContentType=mime)
 
+    def put_file(self, key: str, path: Path, mime: str) -> None:
+        # upload_file switches to a multipart upload for large files on its own
+        self.client.upload_file(str(path), self.bucket, self._key(key), ExtraArgs={"ContentType": mime})
+
+    def get_file(self, key: str, dest: Path) -> None:
+        try:
+            self.client.download_file(self.bucket, self._key(key), str(dest))
+        except Exception as e:
+            if "404" in str(e) or "Not Found" in str(e):
+                raise NotFound(f"blob {key!r} not found") from None
+            raise
+
     def get(self, key: str) -> bytes:
         try:
             obj = self.client.get_object(Bucket=self.bucket, Key=self._key(key))

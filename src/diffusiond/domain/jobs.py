@@ -1,10 +1,18 @@
-"""The job state machine: statuses and which transitions are legal."""
+"""Jobs: their kinds, the state machine (which transitions are legal) and what they produced."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
+
+
+class JobKind(str, Enum):
+    """What a job does; each kind has one spec type, one price rule and one handler."""
+
+    GENERATE = "generate"  # images from stages (domain.params.GenerateSpec)
+    TRAIN = "train"  # a LoRA or fine-tune from images (domain.training.TrainSpec)
+    MERGE = "merge"  # a checkpoint from checkpoints (domain.merge.MergeSpec)
 
 
 class JobStatus(str, Enum):
@@ -37,9 +45,15 @@ def can_transition(src: JobStatus, dst: JobStatus) -> bool:
     return dst in ALLOWED[src]
 
 
+class ArtifactKind(str, Enum):
+    IMAGE = "image"
+    MODEL = "model"  # a model file: a LoRA, a merged checkpoint
+    DOCUMENT = "document"  # JSON: metrics, a loss curve, parameters
+
+
 @dataclass(frozen=True)
-class Artifact:
-    """One output file of a job."""
+class ImageArtifact:
+    """One output image of a job."""
 
     id: str
     job_id: str
@@ -50,6 +64,39 @@ class Artifact:
     height: int
     seed: int
     finish_reason: str = "SUCCESS"
+    kind: ArtifactKind = field(default=ArtifactKind.IMAGE, init=False)
+
+
+@dataclass(frozen=True)
+class ModelFileArtifact:
+    """A model file a job made."""
+
+    id: str
+    job_id: str
+    index: int
+    blob_key: str
+    name: str
+    format: str  # safetensors | diffusers
+    size: int
+    sha256: str
+    mime: str = "application/octet-stream"
+    kind: ArtifactKind = field(default=ArtifactKind.MODEL, init=False)
+
+
+@dataclass(frozen=True)
+class DocumentArtifact:
+    """A JSON document a job wrote (a training's loss curve, a job's parameters)."""
+
+    id: str
+    job_id: str
+    index: int
+    blob_key: str
+    name: str
+    mime: str = "application/json"
+    kind: ArtifactKind = field(default=ArtifactKind.DOCUMENT, init=False)
+
+
+Artifact = ImageArtifact | ModelFileArtifact | DocumentArtifact
 
 
 @dataclass(frozen=True)
@@ -58,7 +105,8 @@ class Job:
 
     id: str
     tenant_id: str
-    kind: str
+    kind: JobKind
+    dialect: str  # the API that submitted it; it renders the job's webhooks
     status: JobStatus
     spec_json: str
     request_id: str | None
@@ -76,6 +124,20 @@ class Job:
     artifacts: tuple[Artifact, ...] = field(default=())
     # (rank, length) of the queue, read together with the row when asked for; rank 1 is next.
     queue_position: tuple[int, int] | None = None
+    endpoint: str = "default"
+    metrics: dict[str, float] = field(default_factory=dict)  # the latest figures a long job reported
+
+    @property
+    def images(self) -> tuple[ImageArtifact, ...]:
+        return tuple(a for a in self.artifacts if isinstance(a, ImageArtifact))
+
+    @property
+    def model_files(self) -> tuple[ModelFileArtifact, ...]:
+        return tuple(a for a in self.artifacts if isinstance(a, ModelFileArtifact))
+
+    @property
+    def documents(self) -> tuple[DocumentArtifact, ...]:
+        return tuple(a for a in self.artifacts if isinstance(a, DocumentArtifact))
 
     @property
     def overall_progress(self) -> float:

@@ -26,6 +26,8 @@ FAMILY_LIMITS: dict[str, SizeLimits] = {
     "tiny": SizeLimits(32, 8, 1_024, 262_144, 64),
 }
 UPSCALE_MAX_PIXELS = 4_194_304
+MAX_IMAGES_PER_JOB = 16  # whatever a dialect allows, one job never makes more images than this
+MAX_UPLOAD_SIDE = 4096  # pixels a side of an uploaded image, for every dialect
 
 
 def limits_for(family: str) -> SizeLimits:

@@ -36,3 +36,4 @@ class ModelRecord:
     trigger_words: tuple[str, ...] = field(default=())
     name: str = ""
     description: str = ""
+    tenant_id: str | None = None  # None: every tenant may use it; else only its owner (trained models)

@@ -71,9 +71,18 @@ class EmbeddingRef:
 
 @dataclass(frozen=True)
 class ImageRef:
-    """An input image stored as a blob (an uploaded resource or an earlier artifact)."""
+    """An input image stored as a blob (an uploaded resource or an earlier artifact).
+
+    Its size, when known, prices the work done on it without reading the blob.
+    """
 
     blob_key: str
+    width: int | None = None
+    height: int | None = None
+
+    @property
+    def size(self) -> tuple[int, int] | None:
+        return (self.width, self.height) if self.width and self.height else None
 
 
 @dataclass(frozen=True)
@@ -172,8 +181,8 @@ Stage = Txt2Img | Img2Img | Inpaint | Upscale | Adetailer
 
 
 @dataclass(frozen=True)
-class JobSpec:
-    """What a job does: `count` images from `seed`, each run through `stages` in order.
+class GenerateSpec:
+    """What a generation job does: `count` images from `seed`, each run through `stages` in order.
 
     `seed` 0 means random; the service replaces it with a concrete seed before the job is stored,
     so a retried attempt reproduces the same images. Image i uses seed + i.

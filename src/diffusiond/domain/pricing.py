@@ -5,18 +5,49 @@ The rule (documented in the README, "Credits"):
   pixel count and step count, at least 10 millicredits per image;
 - an upscale costs 200 millicredits per output image of 2048x2048, scaled by output pixels, at
   least 10; its optional hires pass is priced as a diffusion pass at the output size;
-- an adetailer pass costs a diffusion pass at its padded crop size (512x512 assumed) per region kind.
+- an adetailer pass costs a diffusion pass at its padded crop size (512x512 assumed) per region kind;
+- a training step costs 2 millicredits per image of the batch at 512x512, scaled by pixel count;
+  1.5x when the text encoder trains too, 3x for a full fine-tune; at least 100 per training;
+- a merge costs 500 millicredits.
 """
 
 from __future__ import annotations
 
-from diffusiond.domain.params import Adetailer, Diffusion, Img2Img, Inpaint, JobSpec, Txt2Img, Upscale
+from typing import TYPE_CHECKING
+
+from diffusiond.domain.merge import MergeSpec
+from diffusiond.domain.params import Adetailer, Diffusion, GenerateSpec, Img2Img, Inpaint, Txt2Img, Upscale
+from diffusiond.domain.training import TrainMethod, TrainSpec
+
+if TYPE_CHECKING:
+    from diffusiond.domain.spec_codec import WorkSpec
 
 MILLI = 1000
 BASE_PIXELS = 512 * 512
 BASE_STEPS = 30
 UPSCALE_BASE_PIXELS = 2048 * 2048
 MIN_PER_IMAGE = 10
+TRAIN_STEP_IMAGE = 2  # one image of a batch, one step, at 512x512
+MIN_PER_TRAINING = 100
+MERGE_PRICE = 500
+
+
+def price(spec: WorkSpec) -> int:
+    """Millicredits a job of any kind costs; reserved at submit, captured on success."""
+    if isinstance(spec, GenerateSpec):
+        return job_cost(spec)
+    if isinstance(spec, TrainSpec):
+        return training_cost(spec)
+    if isinstance(spec, MergeSpec):
+        return MERGE_PRICE
+    raise TypeError(f"no price rule for {type(spec).__name__}")
+
+
+def training_cost(spec: TrainSpec) -> int:
+    s = spec.settings
+    factor = 3.0 if spec.method is TrainMethod.FULL else 1.5 if s.train_text_encoder else 1.0
+    image_steps = s.steps * s.batch_size * s.resolution**2 / BASE_PIXELS
+    return max(MIN_PER_TRAINING, round(TRAIN_STEP_IMAGE * image_steps * factor))
 
 
 def diffusion_cost(d: Diffusion, width: int | None = None, height: int | None = None,
@@ -32,9 +63,11 @@ def stage_cost(stage: object, size: tuple[int, int]) -> tuple[int, tuple[int, in
         d = stage.diffusion
         return diffusion_cost(d), (d.width, d.height)
     if isinstance(stage, Img2Img | Inpaint):
+        size = (stage.init.size if stage.init else None) or size
         d = stage.diffusion
         return diffusion_cost(d, *size, strength=stage.strength), size
     if isinstance(stage, Upscale):
+        size = (stage.init.size if stage.init else None) or size
         out = upscale_size(size, stage)
         cost = max(MIN_PER_IMAGE, round(200 * out[0] * out[1] / UPSCALE_BASE_PIXELS))
         if stage.hires is not None:
@@ -58,9 +91,13 @@ def upscale_size(size: tuple[int, int], stage: Upscale) -> tuple[int, int]:
     return max(1, round(w * scale)), max(1, round(h * scale))
 
 
-def job_cost(spec: JobSpec, init_size: tuple[int, int] | None = None) -> int:
-    """Millicredits for the whole job: every stage for every image."""
-    size = init_size or (512, 512)
+def job_cost(spec: GenerateSpec, init_size: tuple[int, int] | None = None) -> int:
+    """Millicredits for a generation: every stage for every image.
+
+    A stage that starts from an uploaded image is priced at that image's size (known from its
+    reference); `init_size` overrides the job's starting size where the reference has none.
+    """
+    size = init_size or (spec.init.size if spec.init else None) or (512, 512)
     per_image = 0
     for stage in spec.stages:
         cost, size = stage_cost(stage, size)

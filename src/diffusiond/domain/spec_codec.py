@@ -1,4 +1,7 @@
-"""JobSpec <-> JSON, so a job row holds exactly what the worker will run."""
+"""Job specs <-> JSON, so a job row holds exactly what the worker will run.
+
+Each kind of work has one spec type; the row's `kind` column says which one its `spec` holds.
+"""
 
 from __future__ import annotations
 
@@ -9,16 +12,26 @@ import typing
 from enum import Enum
 from typing import Any
 
+from diffusiond.domain.jobs import JobKind
+from diffusiond.domain.merge import MergeSpec
 from diffusiond.domain.params import (
     Adetailer,
+    GenerateSpec,
     ImageRef,
     Img2Img,
     Inpaint,
-    JobSpec,
     Stage,
     Txt2Img,
     Upscale,
 )
+from diffusiond.domain.training import TrainSpec
+
+WorkSpec = GenerateSpec | TrainSpec | MergeSpec
+SPEC_TYPES: dict[JobKind, type[Any]] = {
+    JobKind.GENERATE: GenerateSpec,
+    JobKind.TRAIN: TrainSpec,
+    JobKind.MERGE: MergeSpec,
+}
 
 STAGE_TYPES: dict[str, type[Any]] = {
     "txt2img": Txt2Img,
@@ -72,14 +85,29 @@ def _decode_dataclass(cls: type[Any], data: dict[str, Any]) -> Any:
     return cls(**{name: _decode(tp, data[name]) for name, tp in _init_fields(cls) if name in data})
 
 
-def spec_to_json(spec: JobSpec) -> str:
+def kind_of(spec: WorkSpec) -> JobKind:
+    for kind, cls in SPEC_TYPES.items():
+        if isinstance(spec, cls):
+            return kind
+    raise TypeError(f"not a job spec: {type(spec).__name__}")
+
+
+def spec_to_json(spec: WorkSpec) -> str:
     return json.dumps(_encode(spec), sort_keys=True, separators=(",", ":"))
 
 
-def spec_from_json(raw: str) -> JobSpec:
+def spec_from_json(raw: str, kind: JobKind = JobKind.GENERATE) -> WorkSpec:
+    """The spec a row of `kind` holds."""
+    if kind is JobKind.GENERATE:
+        return generate_spec_from_json(raw)
+    spec: WorkSpec = _decode_dataclass(SPEC_TYPES[kind], json.loads(raw))
+    return spec
+
+
+def generate_spec_from_json(raw: str) -> GenerateSpec:
     data = json.loads(raw)
     stages: list[Stage] = [_decode_dataclass(STAGE_TYPES[s["kind"]], s) for s in data["stages"]]
-    init = ImageRef(**data["init"]) if data.get("init") else None
-    return JobSpec(stages=tuple(stages), count=data["count"], seed=data["seed"], init=init)
+    init = _decode_dataclass(ImageRef, data["init"]) if data.get("init") else None
+    return GenerateSpec(stages=tuple(stages), count=data["count"], seed=data["seed"], init=init)
 
 

@@ -1,8 +1,9 @@
 """Dynamic batching: several queued txt2img jobs that share a forward pass run as one batch.
 
-Jobs batch together when their model, size, steps, sampler, schedule, clip skip and VAE match (the
-job service's `batch_key`). Each row keeps its own prompt, negative prompt, seed and guidance scale;
-each job keeps its own progress and cancel (a canceled job's rows leave the batch at the next step).
+Jobs batch together when their model, size, steps, sampler, schedule, clip skip and VAE match
+(`domain.batching.batch_key`, which the queue claims by). Each row keeps its own prompt, negative
+prompt, seed and guidance scale; each job keeps its own progress and cancel (a canceled job's rows
+leave the batch at the next step).
 
 The loop below is the one `StableDiffusionPipeline.__call__` runs, with guidance applied per row;
 noise comes from one CPU generator per row exactly as the pipeline draws it, so a job's images
@@ -16,7 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from diffusiond.domain.params import JobSpec, Txt2Img
+from diffusiond.domain.batching import batch_key
+from diffusiond.domain.params import GenerateSpec
 from diffusiond.engine.context import Canceled, GeneratedImage, WorkContext
 from diffusiond.engine.progress import cpu_generators
 
@@ -28,28 +30,20 @@ if TYPE_CHECKING:
 
 @dataclass
 class _Job:
-    spec: JobSpec
+    spec: GenerateSpec
     ctx: WorkContext
     rows: list[int] = field(default_factory=list)  # row indices in the batch
     canceled: bool = False
 
 
-def batchable(specs: Sequence[JobSpec]) -> bool:
-    """True when every spec is a plain txt2img whose shared settings match the first one's."""
-    if not specs or not all(len(s.stages) == 1 and isinstance(s.stages[0], Txt2Img) for s in specs):
-        return False
-    first = specs[0].stages[0].diffusion  # type: ignore[union-attr]
-    for spec in specs:
-        d = spec.stages[0].diffusion  # type: ignore[union-attr]
-        shared = (d.model, d.width, d.height, d.steps, d.sampler, d.schedule, d.clip_skip, d.vae)
-        if shared != (first.model, first.width, first.height, first.steps, first.sampler, first.schedule,
-                      first.clip_skip, first.vae) or d.loras or d.embeddings:
-            return False
-    return True
+def batchable(specs: Sequence[GenerateSpec]) -> bool:
+    """True when every spec may share a batch with the first one (`domain.batching.batch_key`)."""
+    key = batch_key(specs[0]) if specs else ""
+    return bool(key) and all(batch_key(spec) == key for spec in specs)
 
 
 def run_batch(
-    engine: Engine, items: Sequence[tuple[JobSpec, WorkContext]]
+    engine: Engine, items: Sequence[tuple[GenerateSpec, WorkContext]]
 ) -> list[list[GeneratedImage] | BaseException]:
     """Run compatible txt2img jobs as one batch; the result list holds each job's images or error."""
     import torch
@@ -127,7 +121,7 @@ def run_batch(
     return results
 
 
-def _run_alone(engine: Engine, spec: JobSpec, ctx: WorkContext) -> list[GeneratedImage] | BaseException:
+def _run_alone(engine: Engine, spec: GenerateSpec, ctx: WorkContext) -> list[GeneratedImage] | BaseException:
     try:
         return engine.run(spec, ctx)
     except Exception as e:  # each job's failure is its own

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from diffusiond.domain.models import ModelKind, ModelRecord
 from diffusiond.domain.params import ImageRef
@@ -36,7 +36,7 @@ class WorkContext(Protocol):
     def save_image(self, image: Image.Image, seed: int, finish_reason: str = "SUCCESS") -> None: ...
 
     def save_model_file(self, path: Path, *, name: str, format: str) -> None:
-        """A model file this job made (a LoRA, a merged checkpoint); `path` stays valid until the job ends."""
+        """A model file this job made (a LoRA, a merged checkpoint); the file is moved into the job's keeping."""
         ...
 
     def save_document(self, name: str, data: Any) -> None:
@@ -60,6 +60,7 @@ class Handler(Protocol):
         ...
 
 
+@runtime_checkable
 class BatchHandler(Handler, Protocol):
     """A handler that can run several compatible jobs as one batch (see engine/batching.py)."""
 

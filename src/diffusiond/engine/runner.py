@@ -1,4 +1,4 @@
-"""The engine's one entry point: run a JobSpec's stages and return its images.
+"""The engine's one entry point: run a GenerateSpec's stages and return its images.
 
 This module imports no torch or diffusers at import time (the API process imports it to build the
 worker without paying for torch); everything heavy is imported inside methods.
@@ -15,14 +15,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from diffusiond.domain.errors import InvalidParams
+from diffusiond.domain.limits import MAX_IMAGES_PER_JOB
 from diffusiond.domain.models import ModelKind
 from diffusiond.domain.params import (
     Adetailer,
     Diffusion,
+    GenerateSpec,
     ImageRef,
     Img2Img,
     Inpaint,
-    JobSpec,
     Sampler,
     Stage,
     Txt2Img,
@@ -50,7 +51,6 @@ DEFAULT_SAMPLERS: dict[str, Sampler] = {
     "sdxl": Sampler.K_EULER,
     "sdxl_inpaint": Sampler.K_EULER,
 }
-MAX_COUNT = 16
 # A task run on a prepared pipeline: (pipeline, conditioning) -> images
 TaskBody = Callable[[Any, "Conditioning"], "list[Image.Image]"]
 
@@ -98,13 +98,13 @@ class Engine:
         """Load a checkpoint ahead of the first job that needs it."""
         self.cache.get(model_id)
 
-    def run(self, spec: JobSpec, ctx: WorkContext) -> list[GeneratedImage]:
+    def run(self, spec: GenerateSpec, ctx: WorkContext) -> list[GeneratedImage]:
         """Run every stage in order; stage k transforms every image of stage k-1."""
         # 1. Check the spec
         if not spec.stages:
             raise InvalidParams("a job needs at least one stage")
-        if not 1 <= spec.count <= MAX_COUNT:
-            raise InvalidParams(f"count must be between 1 and {MAX_COUNT}", field="samples")
+        if not 1 <= spec.count <= MAX_IMAGES_PER_JOB:
+            raise InvalidParams(f"count must be between 1 and {MAX_IMAGES_PER_JOB}", field="samples")
         seeds = [spec.seed + i for i in range(spec.count)]
         images: list[Image.Image] | None = None
         # 2. Run the stages, each on the previous stage's images
@@ -120,7 +120,7 @@ class Engine:
         return [GeneratedImage(image=image, seed=seed) for image, seed in zip(images, seeds, strict=True)]
 
     def run_batch(
-        self, items: Sequence[tuple[JobSpec, WorkContext]]
+        self, items: Sequence[tuple[GenerateSpec, WorkContext]]
     ) -> list[list[GeneratedImage] | BaseException]:
         """Run several jobs, sharing forward passes where they can (see engine/batching.py)."""
         from diffusiond.engine.batching import run_batch
@@ -319,3 +319,25 @@ class Engine:
             stack.enter_context(applied_embeddings(cached.base, diffusion.embeddings, self._resolver))
             stack.enter_context(swapped_vae(cached.pipelines(), vae))
             yield
+
+
+class GenerateHandler:
+    """The `generate` kind's handler: the engine's images, saved through the job's context."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def run(self, spec: GenerateSpec, ctx: WorkContext) -> None:
+        for generated in self.engine.run(spec, ctx):
+            ctx.save_image(generated.image, generated.seed, generated.finish_reason)
+
+    def run_batch(self, items: Sequence[tuple[GenerateSpec, WorkContext]]) -> list[BaseException | None]:
+        outcomes: list[BaseException | None] = []
+        for (_, ctx), outcome in zip(items, self.engine.run_batch(items), strict=True):
+            if isinstance(outcome, BaseException):
+                outcomes.append(outcome)
+                continue
+            for generated in outcome:
+                ctx.save_image(generated.image, generated.seed, generated.finish_reason)
+            outcomes.append(None)
+        return outcomes

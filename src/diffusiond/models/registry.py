@@ -9,12 +9,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import event as sa_event
+from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from diffusiond.domain.errors import InvalidParams, NotFound
+from diffusiond.domain.jobs import Job
+from diffusiond.domain.merge import MergeSpec
 from diffusiond.domain.models import ModelFormat, ModelKind, ModelRecord
+from diffusiond.domain.spec_codec import spec_from_json
+from diffusiond.domain.training import TrainMethod, TrainSpec
+from diffusiond.models.files import blob_path
 from diffusiond.store.database import Database
 from diffusiond.store.tables import ModelAliasRow, ModelRow
 from diffusiond.ttl_cache import TtlCache
@@ -67,6 +73,10 @@ class ModelRegistry:
     def __init__(self, db: Database, cache_seconds: float = 0.0) -> None:
         self.db = db
         self._cache: TtlCache[tuple[str, ModelKind], ModelRecord] = TtlCache(cache_seconds, max_entries=1000)
+
+    # Models are shared (registered by an operator) or owned by one tenant (made by its jobs). Dialects
+    # look models up with `resolve_for` and `list(tenant_id=...)`, so another tenant's model is as
+    # unknown as one that does not exist; the engine, running a job already checked, uses `resolve`.
 
     @contextmanager
     def _writing(self) -> Iterator[Session]:
@@ -156,19 +166,30 @@ class ModelRegistry:
                 s.delete(a)
             s.delete(row)
 
-    def list(self, kind: ModelKind | None = None) -> list[tuple[ModelRecord, list[str]]]:
-        """Every model with its aliases."""
+    def list(self, kind: ModelKind | None = None, *, tenant_id: str | None = None,
+             all_tenants: bool = False) -> list[tuple[ModelRecord, list[str]]]:
+        """Models with their aliases: the shared ones and `tenant_id`'s own (or all, for operators)."""
         with self.db.read() as s:
             q = select(ModelRow).order_by(ModelRow.kind, ModelRow.id)
             if kind is not None:
                 q = q.where(ModelRow.kind == kind.value)
+            if not all_tenants:
+                q = q.where(or_(ModelRow.tenant_id.is_(None), ModelRow.tenant_id == tenant_id))
             rows = list(s.scalars(q))
             aliases: dict[str, list[str]] = {}
             for a in s.scalars(select(ModelAliasRow).order_by(ModelAliasRow.alias)):
                 aliases.setdefault(a.model_id, []).append(a.alias)
             return [(_record(r), aliases.get(r.id, [])) for r in rows]
 
+    def resolve_for(self, tenant_id: str, model_id: str, kind: ModelKind) -> ModelRecord:
+        """The model a tenant names: a shared one or its own; another tenant's is NotFound."""
+        record = self.resolve(model_id, kind)
+        if record.tenant_id is not None and record.tenant_id != tenant_id:
+            raise NotFound(f"{kind.value} {model_id!r} not found")
+        return record
+
     def resolve(self, model_id: str, kind: ModelKind) -> ModelRecord:
+        """Any registered model by id or alias (no tenant check: for work already authorised)."""
         record = self._cache.get((model_id, kind))
         if record is None:
             record = self._lookup(model_id, kind)
@@ -177,13 +198,51 @@ class ModelRegistry:
 
     def _lookup(self, model_id: str, kind: ModelKind) -> ModelRecord:
         with self.db.read() as s:
-            row = s.get(ModelRow, model_id)
-            if row is None:
-                alias = s.get(ModelAliasRow, model_id)
-                row = s.get(ModelRow, alias.model_id) if alias is not None else None
+            row = self._row(s, model_id)
             if row is None or row.kind != kind.value:
                 raise NotFound(f"{kind.value} {model_id!r} not found")
             return _record(row)
+
+    def register_job_output(self, s: Session, job: Job) -> None:
+        """Register the model a training or merge job made, owned by its tenant (a success effect).
+
+        Runs in the job's success transaction. The dialect checked the id was free at submit; if the
+        tenant took it meanwhile the model is replaced, and if another tenant did (ids are global) it
+        is registered under the id with the job's id appended.
+        """
+        spec = spec_from_json(job.spec_json, job.kind)
+        if not isinstance(spec, TrainSpec | MergeSpec) or not spec.output_model or not job.model_files:
+            return
+        made = job.model_files[0]
+        if isinstance(spec, TrainSpec):
+            base = self._row(s, spec.base_model)
+            kind = ModelKind.LORA if spec.method is TrainMethod.LORA else ModelKind.CHECKPOINT
+            trigger = [spec.trigger_word] if spec.trigger_word else []
+            what = f"{spec.method.value} trained on {len(spec.images)} images by job {job.id}"
+        else:
+            base = self._row(s, spec.primary)
+            kind, trigger, what = ModelKind.CHECKPOINT, [], f"merged by job {job.id}"
+        model_id = spec.output_model
+        existing = s.get(ModelRow, model_id)
+        if existing is not None and existing.tenant_id == job.tenant_id:
+            s.delete(existing)
+            s.flush()
+        elif existing is not None or s.get(ModelAliasRow, model_id) is not None:
+            model_id = f"{model_id}-{job.id[:8]}"
+        s.add(ModelRow(id=model_id, kind=kind.value, format=ModelFormat.SAFETENSORS.value,
+                       family=base.family if base else "sd15", path=blob_path(made.blob_key),
+                       name=spec.output_name or model_id, description=what, trigger_words=trigger,
+                       tenant_id=job.tenant_id))
+        s.flush()
+        sa_event.listen(s, "after_commit", lambda _session: self._cache.clear(), once=True)
+
+    @staticmethod
+    def _row(s: Session, model_id: str) -> ModelRow | None:
+        row = s.get(ModelRow, model_id)
+        if row is None:
+            alias = s.get(ModelAliasRow, model_id)
+            row = s.get(ModelRow, alias.model_id) if alias is not None else None
+        return row
 
     def register_builtins(self, *, bundled: bool = True) -> None:
         """The built-in lanczos upscaler and, unless `bundled` is False, the bundled models shipped
@@ -220,4 +279,4 @@ class ModelRegistry:
 def _record(row: ModelRow) -> ModelRecord:
     return ModelRecord(id=row.id, kind=ModelKind(row.kind), format=ModelFormat(row.format), path=row.path,
                        family=row.family, trigger_words=tuple(row.trigger_words or ()), name=row.name,
-                       description=row.description)
+                       description=row.description, tenant_id=row.tenant_id)

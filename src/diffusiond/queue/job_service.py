@@ -1,9 +1,11 @@
-"""The job service: submit, read, cancel, and the worker-side transitions.
+"""The job service: submit, read, cancel, and the worker-side transitions, for every kind of work.
 
 Every transition is one transaction that changes the job row and writes its side effects with it:
-ledger entries (reserve, release, capture) and outbox rows (webhooks). Worker-side transitions are
+ledger entries (reserve, release, capture), outbox rows (webhooks) and, on success, what the job's
+kind makes of its outputs (a trained LoRA becomes a registered model). Worker-side transitions are
 fenced by attempt number: a stale attempt (its lease expired and the job was re-queued) cannot
-write anything.
+write anything. Dialects only translate: the service prices a job, picks its random seed and checks
+its notify URL.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import builtins
 import json
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,15 +24,32 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from diffusiond.domain.batching import batch_key
 from diffusiond.domain.errors import Conflict, InsufficientCredits, InvalidParams, NotFound, RateLimited
-from diffusiond.domain.jobs import Artifact, Job, JobStatus
-from diffusiond.domain.params import JobSpec
-from diffusiond.domain.spec_codec import spec_to_json
+from diffusiond.domain.jobs import (
+    Artifact,
+    ArtifactKind,
+    DocumentArtifact,
+    ImageArtifact,
+    Job,
+    JobKind,
+    JobStatus,
+    ModelFileArtifact,
+)
+from diffusiond.domain.params import GenerateSpec
+from diffusiond.domain.pricing import price
+from diffusiond.domain.seeds import random_seed
+from diffusiond.domain.spec_codec import WorkSpec, kind_of, spec_to_json
+from diffusiond.domain.training import TrainSpec
+from diffusiond.domain.webhooks import WebhookEnvelope, WebhookRenderer, core_body
 from diffusiond.queue.events import JobEvents
 from diffusiond.store.database import Database, as_utc
 from diffusiond.store.tables import ArtifactRow, JobRow, LedgerRow, OutboxRow, TenantRow
+from diffusiond.webhooks.ssrf import UrlPolicy
 
-WebhookPayload = Callable[[Job], dict[str, Any]]
+# What a kind of work makes of a succeeded job, in the transition's transaction (e.g. register the
+# model a training made). Built in services.py.
+SuccessEffect = Callable[[Session, Job], None]
 
 
 def now_utc() -> datetime:
@@ -41,12 +60,23 @@ def now_utc() -> datetime:
 class NewArtifact:
     """An output a worker has stored and asks to attach to its job."""
 
+    kind: ArtifactKind
     blob_key: str
     mime: str
-    width: int
-    height: int
-    seed: int
+    width: int | None = None
+    height: int | None = None
+    seed: int | None = None
     finish_reason: str = "SUCCESS"
+    name: str | None = None
+    format: str | None = None
+    size: int | None = None
+    sha256: str | None = None
+
+    @classmethod
+    def image(cls, blob_key: str, width: int, height: int, seed: int, finish_reason: str = "SUCCESS",
+              mime: str = "image/png") -> NewArtifact:
+        return cls(ArtifactKind.IMAGE, blob_key, mime, width=width, height=height, seed=seed,
+                   finish_reason=finish_reason)
 
 
 @dataclass(frozen=True)
@@ -62,16 +92,14 @@ class Renewal:
     job_id: str
     attempt: int
     progress: dict[str, float] = field(default_factory=dict)
+    metrics: dict[str, float] | None = None  # the latest figures of a long job, when new
 
 
-def batch_key_for(spec: JobSpec) -> str:
-    """Jobs with equal keys may share a forward pass: same model, size, steps and sampler."""
-    if len(spec.stages) != 1 or spec.stages[0].kind != "txt2img":
-        return ""
-    d = spec.stages[0].diffusion  # type: ignore[union-attr]
-    if d.loras or d.embeddings:
-        return ""
-    return f"txt2img|{d.model}|{d.width}x{d.height}|{d.steps}|{d.sampler}|{d.schedule}|{d.clip_skip}|{d.vae}"
+def with_seed(spec: WorkSpec) -> WorkSpec:
+    """The spec with a concrete seed where it asked for a random one (0)."""
+    if isinstance(spec, GenerateSpec | TrainSpec) and spec.seed == 0:
+        return replace(spec, seed=random_seed())
+    return spec
 
 
 class JobService:
@@ -79,36 +107,51 @@ class JobService:
 
     def __init__(self, db: Database, events: JobEvents, *, lease_seconds: float = 60.0,
                  max_attempts: int = 3, max_queued_per_tenant: int = 0,
-                 webhook_payload: WebhookPayload | None = None) -> None:
+                 url_policy: UrlPolicy | None = None,
+                 webhook_renderers: Mapping[str, WebhookRenderer] | None = None,
+                 success_effects: Mapping[JobKind, SuccessEffect] | None = None) -> None:
         self.db = db
         self.events = events
         self.lease = timedelta(seconds=lease_seconds)
         self.max_attempts = max_attempts
         self.max_queued_per_tenant = max_queued_per_tenant  # 0: no limit
-        self.webhook_payload = webhook_payload
+        self.url_policy = url_policy or UrlPolicy()
+        # dialect -> its webhook body; a dialect without one gets the core's body
+        self.webhook_renderers: dict[str, WebhookRenderer] = dict(webhook_renderers or {})
+        self.success_effects: dict[JobKind, SuccessEffect] = dict(success_effects or {})
         self._insert_job = _INSERT_JOB[db.engine.dialect.name]
         # Called after a commit that wrote webhook outbox rows (the dispatcher wakes on it).
         self.on_outbox: Callable[[], None] | None = None
 
     # ---- client side -------------------------------------------------------------------------
 
-    def submit(self, tenant_id: str, spec: JobSpec, *, cost: int, kind: str = "generation",
-               request_id: str | None = None, request_hash: str | None = None,
-               notify_url: str | None = None, endpoint: str = "default") -> Job:
+    def price(self, spec: WorkSpec) -> int:
+        """What a job of this spec costs, in millicredits (without submitting it)."""
+        return price(spec)
+
+    def submit(self, tenant_id: str, spec: WorkSpec, *, dialect: str, request_id: str | None = None,
+               request_hash: str | None = None, notify_url: str | None = None,
+               endpoint: str = "default") -> Job:
         """Create a queued job and reserve its credits, or return the job `request_id` made.
 
-        One transaction: the row (or, for a `request_id` already used, the job it made), the
-        tenant's limit of queued jobs, the outbox entry, the job's place in the queue and, last, the
-        reservation. Every submit of a tenant updates the tenant's row, so on PostgreSQL the
-        transactions queue on that row's lock from the UPDATE until COMMIT; taking it last keeps
-        that window to one statement and the commit.
+        Before the transaction: the notify URL is checked, a random seed chosen where the spec asks
+        for one, and the job priced. Then one transaction: the row (or, for a `request_id` already
+        used, the job it made), the tenant's limit of queued jobs, the outbox entry, the job's place
+        in the queue and, last, the reservation. Every submit of a tenant updates the tenant's row,
+        so on PostgreSQL the transactions queue on that row's lock from the UPDATE until COMMIT;
+        taking it last keeps that window to one statement and the commit.
         """
+        if notify_url:
+            self.url_policy.check(notify_url)
+        spec = with_seed(spec)
+        cost = price(spec)
         job_id = uuid.uuid4().hex
         with self.db.session() as s:
             now = now_utc()
             values: dict[str, Any] = dict(
                 id=job_id, tenant_id=tenant_id, request_id=request_id, request_hash=request_hash,
-                kind=kind, spec=spec_to_json(spec), batch_key=batch_key_for(spec),
+                kind=kind_of(spec).value, dialect=dialect, spec=spec_to_json(spec),
+                batch_key=batch_key(spec) if isinstance(spec, GenerateSpec) else "",
                 endpoint=endpoint, status=JobStatus.QUEUED.value, attempt=0, progress={},
                 credits_reserved=cost, credits_charged=0, notify_url=notify_url, cancel_requested=False,
                 created_at=now, updated_at=now,
@@ -237,6 +280,7 @@ class JobService:
         return self.get(tenant_id, job_id)
 
     def artifact(self, tenant_id: str, artifact_id: str) -> Artifact:
+        """One output of one of the tenant's jobs."""
         with self.db.read() as s:
             row = s.get(ArtifactRow, artifact_id)
             if row is None or row.tenant_id != tenant_id:
@@ -249,16 +293,19 @@ class JobService:
     # PostgreSQL `FOR UPDATE SKIP LOCKED` lets many workers claim without blocking each other,
     # on SQLite BEGIN IMMEDIATE (see store/database.py) serialises claimers instead.
     def claim(self, worker_id: str, *, endpoint: str = "default", max_jobs: int = 1,
-              batch_key: str | None = None) -> builtins.list[Claim]:
+              batch_key: str | None = None, kinds: Sequence[JobKind] | None = None) -> builtins.list[Claim]:
         """Claim the oldest queued job and up to `max_jobs - 1` more that can share its batch.
 
-        With `batch_key`, claim only jobs of that batch (a worker topping up a batch it holds).
+        With `batch_key`, claim only jobs of that batch (a worker topping up a batch it holds);
+        with `kinds`, only jobs of those kinds (the kinds the worker has handlers for).
         """
         with self.db.session() as s:
             base = select(JobRow).where(JobRow.status == JobStatus.QUEUED.value,
                                         JobRow.endpoint == endpoint)
             if batch_key is not None:
                 base = base.where(JobRow.batch_key == batch_key)
+            if kinds is not None:
+                base = base.where(JobRow.kind.in_([k.value for k in kinds]))
             first = s.scalar(base.order_by(JobRow.created_at, JobRow.id).limit(1)
                              .with_for_update(skip_locked=True))
             if first is None:
@@ -304,8 +351,11 @@ class JobService:
                     stop.add(r.job_id)
                     continue
                 row.lease_expires_at = now + self.lease
-                if r.progress:
-                    row.progress = {**row.progress, **r.progress}
+                if r.progress or r.metrics:
+                    if r.progress:
+                        row.progress = {**row.progress, **r.progress}
+                    if r.metrics:
+                        row.metrics = dict(r.metrics)
                     row.updated_at = now
                     moved.append(r.job_id)
                 if row.cancel_requested:
@@ -315,19 +365,29 @@ class JobService:
         return stop
 
     def succeed(self, job_id: str, attempt: int, artifacts: Sequence[NewArtifact]) -> bool:
-        """Attach outputs, capture credits, queue the terminal webhook. False if fenced out."""
+        """Attach outputs, run the kind's success effect, capture credits, queue the terminal webhook.
+
+        False if fenced out. The effect runs in the same transaction: a model a training made is
+        registered exactly when its job turns succeeded, never twice.
+        """
         with self.db.session() as s:
             row = self._fenced(s, job_id, attempt)
             if row is None:
                 return False
+            images = 0
             for i, a in enumerate(artifacts):
+                images += a.kind is ArtifactKind.IMAGE
                 s.add(ArtifactRow(id=uuid.uuid4().hex, job_id=job_id, tenant_id=row.tenant_id, index=i,
-                                  blob_key=a.blob_key, mime=a.mime, width=a.width, height=a.height,
-                                  seed=a.seed, finish_reason=a.finish_reason))
-            # Every image done, including those finished before their first progress report.
-            done = {k: 1.0 for k in [*row.progress, *map(str, range(len(artifacts)))]}
+                                  kind=a.kind.value, blob_key=a.blob_key, mime=a.mime, width=a.width,
+                                  height=a.height, seed=a.seed, finish_reason=a.finish_reason, name=a.name,
+                                  format=a.format, size=a.size, sha256=a.sha256))
+            # Every output done, including those finished before their first progress report.
+            done = {k: 1.0 for k in [*row.progress, *map(str, range(images))]}
             row.progress = done or {"0": 1.0}
             s.flush()
+            effect = self.success_effects.get(JobKind(row.kind))
+            if effect is not None:
+                effect(s, self._to_job(s, row, artifacts=True))
             self._finish(s, row, JobStatus.SUCCEEDED)
         self.events.publish(job_id)
         return True
@@ -369,6 +429,7 @@ class JobService:
                     row.lease_owner = None
                     row.lease_expires_at = None
                     row.progress = {}
+                    row.metrics = None
                     row.updated_at = now_utc()
                     s.flush()
                     self._outbox(s, row, "job.queued")  # back in the queue: a status change too
@@ -408,27 +469,31 @@ class JobService:
         self._outbox(s, row, f"job.{status.value}", terminal=True)
 
     def _outbox(self, s: Session, row: JobRow, event: str, *, terminal: bool = False) -> None:
-        if not row.notify_url or self.webhook_payload is None:
+        """The transition's webhook: the core's envelope, the body rendered by the job's dialect."""
+        if not row.notify_url:
             return
-        payload = self.webhook_payload(self._to_job(s, row))
+        envelope = WebhookEnvelope(event, self._to_job(s, row, artifacts=terminal), now_utc())
+        body = self.webhook_renderers.get(row.dialect, core_body)(envelope)
+        if body is None:
+            return
         s.add(OutboxRow(id=uuid.uuid4().hex, tenant_id=row.tenant_id, job_id=row.id if terminal else None,
-                        event=event, url=row.notify_url, terminal=terminal,
-                        payload=json.dumps({"type": event, "timestamp": now_utc().isoformat(),
-                                            "data": payload})))
+                        event=event, url=row.notify_url, terminal=terminal, payload=json.dumps(body)))
         if self.on_outbox is not None:
             notify = self.on_outbox
             sa_event.listen(s, "after_commit", lambda _session: notify(), once=True)
 
-    def _to_job(self, s: Session, row: JobRow, *, with_queue: bool = False) -> Job:
+    def _to_job(self, s: Session, row: JobRow, *, with_queue: bool = False, artifacts: bool = False) -> Job:
+        """The job a row describes; its artifacts are read once it succeeded (or when asked for)."""
         queue = None
         if with_queue and row.status == JobStatus.QUEUED.value:
             queue = self._queue_position(s, row.endpoint, row.created_at)
         arts: Sequence[ArtifactRow] = []
-        if row.status == JobStatus.SUCCEEDED.value:
+        if artifacts or row.status == JobStatus.SUCCEEDED.value:
             arts = s.scalars(select(ArtifactRow).where(ArtifactRow.job_id == row.id)
                              .order_by(ArtifactRow.index)).all()
         return Job(
-            id=row.id, tenant_id=row.tenant_id, kind=row.kind, status=JobStatus(row.status),
+            id=row.id, tenant_id=row.tenant_id, kind=JobKind(row.kind), dialect=row.dialect,
+            status=JobStatus(row.status),
             spec_json=row.spec, request_id=row.request_id, attempt=row.attempt,
             progress=dict(row.progress or {}), credits_reserved=row.credits_reserved,
             credits_charged=row.credits_charged, error_code=row.error_code,
@@ -436,7 +501,8 @@ class JobService:
             created_at=as_utc(row.created_at), updated_at=as_utc(row.updated_at),
             started_at=as_utc(row.started_at) if row.started_at else None,
             finished_at=as_utc(row.finished_at) if row.finished_at else None,
-            artifacts=tuple(_artifact(a) for a in arts), queue_position=queue,
+            artifacts=tuple(_artifact(a) for a in arts), queue_position=queue, endpoint=row.endpoint,
+            metrics=dict(row.metrics or {}),
         )
 
 
@@ -471,5 +537,14 @@ _QUEUE_RANK = select(func.count(), func.coalesce(func.sum(
 
 
 def _artifact(row: ArtifactRow) -> Artifact:
-    return Artifact(id=row.id, job_id=row.job_id, index=row.index, blob_key=row.blob_key, mime=row.mime,
-                    width=row.width, height=row.height, seed=row.seed, finish_reason=row.finish_reason)
+    kind = ArtifactKind(row.kind)
+    if kind is ArtifactKind.MODEL:
+        return ModelFileArtifact(id=row.id, job_id=row.job_id, index=row.index, blob_key=row.blob_key,
+                                 name=row.name or "", format=row.format or "", size=row.size or 0,
+                                 sha256=row.sha256 or "", mime=row.mime)
+    if kind is ArtifactKind.DOCUMENT:
+        return DocumentArtifact(id=row.id, job_id=row.job_id, index=row.index, blob_key=row.blob_key,
+                                name=row.name or "", mime=row.mime)
+    return ImageArtifact(id=row.id, job_id=row.job_id, index=row.index, blob_key=row.blob_key, mime=row.mime,
+                         width=row.width or 0, height=row.height or 0, seed=row.seed or 0,
+                         finish_reason=row.finish_reason)

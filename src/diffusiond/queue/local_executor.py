@@ -1,4 +1,4 @@
-"""Workers in this process: the embedded default."""
+"""Workers in this process: the embedded default executor."""
 
 from __future__ import annotations
 
@@ -6,27 +6,41 @@ import functools
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from diffusiond.blobs.base import BlobStore
+from diffusiond.domain.jobs import JobKind
 from diffusiond.queue.job_service import JobService
-from diffusiond.queue.worker import Runner, Worker
+from diffusiond.queue.worker import Handlers, Worker
 
 log = logging.getLogger(__name__)
 
 
-class LocalExecutor:
-    """Worker threads sharing one warm engine, plus a reaper that re-queues lost jobs."""
+@dataclass(frozen=True)
+class WorkerPool:
+    """`count` worker threads that claim jobs of `kinds`."""
 
-    def __init__(self, jobs: JobService, blobs: BlobStore, runner_factory: Callable[[], Runner], *,
-                 workers: int = 1, reap_interval: float = 5.0, batch_size: int = 1,
-                 batch_window: float = 0.005) -> None:
+    name: str
+    count: int
+    kinds: Sequence[JobKind]
+    batch_size: int = 1
+
+
+class LocalExecutor:
+    """Worker threads sharing one set of warm handlers, plus a reaper that re-queues lost jobs.
+
+    Pools keep kinds of work apart: with the defaults one thread generates images while another
+    trains, so a training of several minutes does not hold up every generation behind it.
+    """
+
+    def __init__(self, jobs: JobService, blobs: BlobStore, handlers_factory: Callable[[], Handlers], *,
+                 pools: Sequence[WorkerPool], reap_interval: float = 5.0, batch_window: float = 0.005) -> None:
         self.jobs = jobs
         self.blobs = blobs
-        self.runner_factory = runner_factory
-        self.n_workers = workers
+        self.handlers_factory = handlers_factory
+        self.pools = [pool for pool in pools if pool.count > 0]
         self.reap_interval = reap_interval
-        self.batch_size = batch_size
         self.batch_window = batch_window
         self.stop_event = threading.Event()
         self.workers: list[Worker] = []
@@ -35,17 +49,19 @@ class LocalExecutor:
     def start(self) -> None:
         self.jobs.requeue_expired()
         self._spawn(self._reap, "diffusiond-reaper")
-        if self.n_workers == 0:
+        if not self.pools:
             return
-        runner = self.runner_factory()
-        for i in range(self.n_workers):
-            worker = Worker(self.jobs, self.blobs, runner, f"{os.getpid()}-{i}", batch_size=self.batch_size,
-                            batch_window=self.batch_window)
-            self.workers.append(worker)
-            self._spawn(functools.partial(worker.run_forever, self.stop_event), f"diffusiond-worker-{i}")
+        handlers = self.handlers_factory()
+        for pool in self.pools:
+            kinds = [kind for kind in pool.kinds if kind in handlers]  # never claim what nothing here runs
+            for i in range(pool.count if kinds else 0):
+                worker = Worker(self.jobs, self.blobs, handlers, f"{os.getpid()}-{pool.name}-{i}", kinds=kinds,
+                                batch_size=pool.batch_size, batch_window=self.batch_window)
+                self.workers.append(worker)
+                self._spawn(functools.partial(worker.run_forever, self.stop_event),
+                            f"diffusiond-{pool.name}-{i}")
 
     def notify(self) -> None:
-        """A job was queued: wake idle workers now instead of at their next poll."""
         for w in self.workers:
             w.wake.set()
 

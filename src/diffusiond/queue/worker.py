@@ -1,26 +1,34 @@
-"""A worker: claims jobs, runs them on the engine, stores outputs, reports the outcome.
+"""A worker: claims jobs, runs each on the handler of its kind, stores outputs, reports the outcome.
 
-The engine only executes; everything it does reaches the job row through `JobService`, fenced by
-the attempt number, so a worker whose lease was taken over cannot write.
+Handlers only execute; everything they do reaches the job row through `JobService`, fenced by the
+attempt number, so a worker whose lease was taken over cannot write.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import shutil
+import tarfile
+import tempfile
 import threading
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Protocol
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from diffusiond.blobs.base import BlobStore
 from diffusiond.blobs.images import encode_png, open_image
-from diffusiond.domain.errors import DomainError
-from diffusiond.domain.params import ImageRef, JobSpec
-from diffusiond.domain.spec_codec import spec_from_json
-from diffusiond.engine.context import Canceled, GeneratedImage, WorkContext
-from diffusiond.queue.job_service import Claim, JobService, NewArtifact, Renewal, batch_key_for
+from diffusiond.domain.batching import batch_key
+from diffusiond.domain.errors import DomainError, InvalidParams
+from diffusiond.domain.jobs import ArtifactKind, JobKind
+from diffusiond.domain.params import GenerateSpec, ImageRef
+from diffusiond.domain.spec_codec import WorkSpec, spec_from_json
+from diffusiond.engine.context import BatchHandler, Canceled, Handler
+from diffusiond.queue.job_service import Claim, JobService, NewArtifact, Renewal
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -29,34 +37,46 @@ log = logging.getLogger(__name__)
 # Seconds between progress writes. A batch's progress goes in one transaction, written by the
 # worker's lease thread, so the denoising loop never waits on the database.
 PROGRESS_INTERVAL = 0.5
+Handlers = Mapping[JobKind, Handler]
 
 
-class Runner(Protocol):
-    """What a worker needs of the engine."""
+@dataclass
+class Output:
+    """An output a running job saved; stored as a blob when the job succeeds."""
 
-    def run(self, spec: JobSpec, ctx: WorkContext) -> list[GeneratedImage]: ...
-
-    def run_batch(
-        self, items: Sequence[tuple[JobSpec, WorkContext]]
-    ) -> list[list[GeneratedImage] | BaseException]:
-        """Run jobs that may share a forward pass; each entry is that job's images or error."""
-        ...
+    kind: ArtifactKind
+    image: Image.Image | None = None
+    seed: int = 0
+    finish_reason: str = "SUCCESS"
+    path: Path | None = None
+    name: str = ""
+    format: str = ""
+    document: Any = None
 
 
 class JobContext:
-    """The narrow `WorkContext` a running job gets: inputs, progress, cancel.
+    """The narrow `WorkContext` a running job gets: inputs, progress, cancel, outputs, checkpoints.
 
-    Progress is only noted here; the worker's lease thread writes it (see `Worker._renew`).
+    Progress and metrics are only noted here; the worker's lease thread writes them (see
+    `Worker._lease`). Outputs are kept until the job succeeds and then stored all together.
     """
 
     def __init__(self, jobs: JobService, blobs: BlobStore, claim: Claim) -> None:
         self.jobs = jobs
         self.blobs = blobs
         self.claim = claim
+        self.outputs: list[Output] = []
         self._canceled = threading.Event()
         self._lost = threading.Event()
         self._lock = threading.Lock()
         self._pending: dict[str, float] = {}
+        self._metrics: dict[str, float] | None = None
+        self._scratch: Path | None = None
+
+    @property
+    def checkpoint_key(self) -> str:
+        job = self.claim.job
+        return f"work/{job.tenant_id}/{job.id}/checkpoint.tar"
 
     def load_image(self, ref: ImageRef) -> Image.Image:
         return open_image(self.blobs.get(ref.blob_key))
@@ -65,11 +85,64 @@ class JobContext:
         with self._lock:
             self._pending[str(image_index)] = round(min(max(fraction, 0.0), 1.0), 4)
 
+    def report_metrics(self, metrics: Mapping[str, float]) -> None:
+        with self._lock:
+            self._metrics = {k: float(v) for k, v in metrics.items()}
+
+    def save_image(self, image: Image.Image, seed: int, finish_reason: str = "SUCCESS") -> None:
+        self.outputs.append(Output(ArtifactKind.IMAGE, image=image, seed=seed, finish_reason=finish_reason))
+
+    def save_model_file(self, path: Path, *, name: str, format: str) -> None:
+        # Moved into this job's keeping (a rename on one filesystem): the handler may clean up its own
+        # folder before the outputs are stored.
+        if self._scratch is None:
+            self._scratch = Path(tempfile.mkdtemp(prefix=f"diffusiond-{self.claim.job.id}-"))
+        kept = self._scratch / f"{len(self.outputs)}-{path.name}"
+        shutil.move(path, kept)
+        self.outputs.append(Output(ArtifactKind.MODEL, path=kept, name=name, format=format))
+
+    def release(self) -> None:
+        """Drop what the job kept in memory and on disk once its outcome is recorded."""
+        self.outputs.clear()
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+
+    def save_document(self, name: str, data: Any) -> None:
+        self.outputs.append(Output(ArtifactKind.DOCUMENT, name=name, document=data))
+
+    def save_checkpoint(self, folder: Path) -> None:
+        """Pack `folder` and store it where the next attempt (on any machine) finds it."""
+        with tempfile.TemporaryDirectory(prefix="diffusiond-ckpt-") as tmp:
+            archive = Path(tmp) / "checkpoint.tar"
+            with tarfile.open(archive, "w") as tar:
+                for path in sorted(folder.iterdir()):
+                    if path.is_file():  # flat folders of plain files only: nothing to unpack unsafely
+                        tar.add(path, arcname=path.name)
+            self.blobs.put_file(self.checkpoint_key, archive, "application/x-tar")
+
+    def load_checkpoint(self, dest: Path) -> bool:
+        if not self.blobs.exists(self.checkpoint_key):
+            return False
+        dest.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="diffusiond-ckpt-") as tmp:
+            archive = Path(tmp) / "checkpoint.tar"
+            self.blobs.get_file(self.checkpoint_key, archive)
+            with tarfile.open(archive) as tar:
+                for member in tar.getmembers():
+                    if not member.isfile() or "/" in member.name or member.name.startswith("."):
+                        raise InvalidParams(f"checkpoint of job {self.claim.job.id} holds {member.name!r}")
+                    source = tar.extractfile(member)
+                    assert source is not None
+                    with source, (dest / member.name).open("wb") as out:
+                        shutil.copyfileobj(source, out)
+        return True
+
     def renewal(self) -> Renewal:
         """The lease renewal to write next, carrying the progress noted since the last one."""
         with self._lock:
             pending, self._pending = self._pending, {}
-        return Renewal(self.claim.job.id, self.claim.attempt, pending)
+            metrics, self._metrics = self._metrics, None
+        return Renewal(self.claim.job.id, self.claim.attempt, pending, metrics)
 
     def stop(self) -> None:
         """The service said stop: the job was canceled, or this attempt lost its lease."""
@@ -87,15 +160,16 @@ class JobContext:
 
 
 class Worker:
-    """Claims and runs jobs one at a time (or a batch of compatible ones) until stopped."""
+    """Claims and runs jobs one at a time (or a batch of compatible generations) until stopped."""
 
-    def __init__(self, jobs: JobService, blobs: BlobStore, runner: Runner, worker_id: str, *,
-                 endpoint: str = "default", poll_interval: float = 0.2,
+    def __init__(self, jobs: JobService, blobs: BlobStore, handlers: Handlers, worker_id: str, *,
+                 endpoint: str = "default", kinds: Sequence[JobKind] | None = None, poll_interval: float = 0.2,
                  heartbeat_interval: float | None = None, batch_size: int = 1,
                  batch_window: float = 0.005, progress_interval: float = PROGRESS_INTERVAL) -> None:
         self.jobs = jobs
         self.blobs = blobs
-        self.runner = runner
+        self.handlers = handlers
+        self.kinds = tuple(kinds if kinds is not None else handlers)  # what this worker claims
         self.worker_id = worker_id
         self.endpoint = endpoint
         self.poll_interval = poll_interval
@@ -110,7 +184,7 @@ class Worker:
         self._company = True
         self._last_wait = 0.0
         self.wake = threading.Event()
-        # PNG encoding, the blob write and the success record run here, off the critical path:
+        # PNG encoding, the blob writes and the success record run here, off the critical path:
         # the worker claims its next job while the last one's outputs are stored.
         self._storer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"diffusiond-store-{worker_id}")
 
@@ -133,16 +207,17 @@ class Worker:
         self._storer.submit(lambda: None).result()
 
     def run_once(self) -> bool:
-        claims = self.jobs.claim(self.worker_id, endpoint=self.endpoint, max_jobs=self.batch_size)
+        claims = self.jobs.claim(self.worker_id, endpoint=self.endpoint, max_jobs=self.batch_size, kinds=self.kinds)
         if not claims:
             return False
-        key = batch_key_for(spec_from_json(claims[0].job.spec_json))
+        first = spec_from_json(claims[0].job.spec_json, claims[0].job.kind)
+        key = batch_key(first) if isinstance(first, GenerateSpec) else ""
         if len(claims) > 1:
             self._company = True
         elif key and self.batch_size > 1 and self.batch_window > 0 and self._worth_waiting():
             time.sleep(self.batch_window)  # let near-simultaneous requests join the batch
             claims += self.jobs.claim(self.worker_id, endpoint=self.endpoint,
-                                      max_jobs=self.batch_size - len(claims), batch_key=key)
+                                      max_jobs=self.batch_size - len(claims), batch_key=key, kinds=self.kinds)
             self._company = len(claims) > 1
         self._run(claims)
         return True
@@ -156,44 +231,60 @@ class Worker:
 
     def _run(self, claims: list[Claim]) -> None:
         ctxs = [JobContext(self.jobs, self.blobs, claim) for claim in claims]
-        specs = [spec_from_json(claim.job.spec_json) for claim in claims]
         stop_beat = threading.Event()
         beat = threading.Thread(target=self._lease, args=(ctxs, stop_beat), daemon=True)
         beat.start()
         try:
-            if len(claims) == 1:
-                outcomes: list[list[GeneratedImage] | BaseException] = [self._run_one(specs[0], ctxs[0])]
-            else:
-                outcomes = self.runner.run_batch(list(zip(specs, ctxs, strict=True)))
-            for claim, ctx, outcome in zip(claims, ctxs, outcomes, strict=True):
-                self._finish(claim, ctx, outcome)
+            outcomes = self._execute(claims, ctxs)
+            for ctx, outcome in zip(ctxs, outcomes, strict=True):
+                self._finish(ctx, outcome)
         finally:
             stop_beat.set()
 
-    def _run_one(self, spec: JobSpec, ctx: JobContext) -> list[GeneratedImage] | BaseException:
+    def _execute(self, claims: list[Claim], ctxs: list[JobContext]) -> list[BaseException | None]:
+        """Run the claimed jobs on their kind's handler; each outcome is None (done) or an error."""
+        kind = claims[0].job.kind
+        handler = self.handlers.get(kind)
+        if handler is None:
+            error = InvalidParams(f"this worker cannot run {kind.value} jobs", code="unsupported_kind")
+            return [error for _ in claims]
         try:
-            return self.runner.run(spec, ctx)
+            specs: list[WorkSpec] = [spec_from_json(c.job.spec_json, c.job.kind) for c in claims]
+        except Exception as e:  # a row this version cannot read fails alone, with a reason
+            return [e for _ in claims]
+        if len(claims) > 1 and isinstance(handler, BatchHandler):
+            return handler.run_batch(list(zip(specs, ctxs, strict=True)))
+        return [self._run_one(handler, spec, ctx) for spec, ctx in zip(specs, ctxs, strict=True)]
+
+    @staticmethod
+    def _run_one(handler: Handler, spec: WorkSpec, ctx: JobContext) -> BaseException | None:
+        try:
+            handler.run(spec, ctx)
         except Exception as e:
             return e
+        return None
 
-    def _finish(self, claim: Claim, ctx: JobContext, outcome: list[GeneratedImage] | BaseException) -> None:
+    def _finish(self, ctx: JobContext, outcome: BaseException | None) -> None:
         """Record one job's outcome: its outputs, a cancel, or a failure with a code."""
+        claim = ctx.claim
+        if outcome is None:
+            self._storer.submit(self._store_logged, ctx)
+            return
+        ctx.release()
         if isinstance(outcome, Canceled):
             self.jobs.mark_canceled(claim.job.id, claim.attempt)
         elif isinstance(outcome, DomainError):
             self.jobs.fail(claim.job.id, claim.attempt, outcome.code, outcome.message)
-        elif isinstance(outcome, BaseException):
-            log.error("job %s failed: %s", claim.job.id,
-                      "".join(traceback.format_exception(outcome)))
-            self.jobs.fail(claim.job.id, claim.attempt, "engine_error", f"{type(outcome).__name__}: {outcome}")
         else:
-            self._storer.submit(self._store_logged, claim, outcome)
+            log.error("job %s failed: %s", claim.job.id, "".join(traceback.format_exception(outcome)))
+            self.jobs.fail(claim.job.id, claim.attempt, "engine_error", f"{type(outcome).__name__}: {outcome}")
+        self._forget_checkpoint(ctx)
 
-    def _store_logged(self, claim: Claim, images: Sequence[GeneratedImage]) -> None:
+    def _store_logged(self, ctx: JobContext) -> None:
         try:
-            self._store(claim, images)
+            self._store(ctx)
         except Exception:  # the job stays running; its lease lapses and another attempt runs it
-            log.exception("worker %s: storing the outputs of job %s failed", self.worker_id, claim.job.id)
+            log.exception("worker %s: storing the outputs of job %s failed", self.worker_id, ctx.claim.job.id)
 
     def _lease(self, ctxs: list[JobContext], stop: threading.Event) -> None:
         """While a batch runs: write its progress and renew its leases, one transaction at a time."""
@@ -201,7 +292,8 @@ class Worker:
         while not stop.wait(min(self.progress_interval, self.heartbeat_interval)):
             live = [ctx for ctx in ctxs if not ctx.is_canceled()]
             renewals = [ctx.renewal() for ctx in live]
-            if time.monotonic() - last < self.heartbeat_interval and not any(r.progress for r in renewals):
+            moved = any(r.progress or r.metrics for r in renewals)
+            if time.monotonic() - last < self.heartbeat_interval and not moved:
                 continue
             last = time.monotonic()
             try:
@@ -212,20 +304,56 @@ class Worker:
             except Exception:  # the next beat tries again; the lease outlasts several misses
                 log.exception("worker %s: renewing leases failed", self.worker_id)
 
-    def _store(self, claim: Claim, images: Sequence[GeneratedImage]) -> None:
+    def _store(self, ctx: JobContext) -> None:
+        claim = ctx.claim
         job = claim.job
         written: list[NewArtifact] = []
+        committed = False
         try:
-            for i, g in enumerate(images):
-                key = f"outputs/{job.tenant_id}/{job.id}/{claim.attempt}-{i}.png"
-                self.blobs.put(key, encode_png(g.image), "image/png")
-                written.append(NewArtifact(key, "image/png", g.image.width, g.image.height, g.seed,
-                                           g.finish_reason))
+            for i, output in enumerate(ctx.outputs):
+                written.append(self._put(f"outputs/{job.tenant_id}/{job.id}/{claim.attempt}-{i}", output))
             committed = self.jobs.succeed(job.id, claim.attempt, written)
-        except BaseException:
-            committed = False
-            raise
         finally:
+            ctx.release()
             if not committed:  # fenced out or failed: leave no orphan files behind
                 for a in written:
                     self.blobs.delete(a.blob_key)
+        if committed:
+            self._forget_checkpoint(ctx)
+
+    def _put(self, stem: str, output: Output) -> NewArtifact:
+        """Store one output as a blob and describe it."""
+        if output.kind is ArtifactKind.IMAGE:
+            assert output.image is not None
+            key = f"{stem}.png"
+            self.blobs.put(key, encode_png(output.image), "image/png")
+            return NewArtifact.image(key, output.image.width, output.image.height, output.seed, output.finish_reason)
+        if output.kind is ArtifactKind.MODEL:
+            assert output.path is not None
+            key = f"{stem}-{output.name}"
+            self.blobs.put_file(key, output.path, "application/octet-stream")
+            return NewArtifact(ArtifactKind.MODEL, key, "application/octet-stream", name=output.name,
+                               format=output.format, size=output.path.stat().st_size, sha256=file_sha256(output.path))
+        import json
+
+        data = json.dumps(output.document, sort_keys=True).encode()
+        key = f"{stem}-{output.name}"
+        self.blobs.put(key, data, "application/json")
+        return NewArtifact(ArtifactKind.DOCUMENT, key, "application/json", name=output.name, size=len(data))
+
+    def _forget_checkpoint(self, ctx: JobContext) -> None:
+        """A job that ended (not one whose attempt was lost) needs no resumable state any more."""
+        if ctx.lost or ctx.claim.job.kind is JobKind.GENERATE:
+            return
+        try:
+            self.blobs.delete(ctx.checkpoint_key)
+        except Exception:
+            log.exception("worker %s: deleting the checkpoint of job %s failed", self.worker_id, ctx.claim.job.id)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1024 * 1024), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -101,7 +101,8 @@ class JobRow(Base):
     tenant_id: Mapped[str] = mapped_column(String(40))
     request_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
     request_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    kind: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(32))  # domain.jobs.JobKind: which spec type `spec` holds
+    dialect: Mapped[str] = mapped_column(String(32), default="jobs")  # the API that submitted it
     spec: Mapped[str] = mapped_column(Text)
     batch_key: Mapped[str] = mapped_column(String(200), default="")
     endpoint: Mapped[str] = mapped_column(String(100), default="default")
@@ -111,6 +112,7 @@ class JobRow(Base):
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     progress: Mapped[dict[str, float]] = mapped_column(JSON, default=dict)
+    metrics: Mapped[dict[str, float] | None] = mapped_column(JSON, nullable=True)  # a long job's latest figures
     credits_reserved: Mapped[int] = mapped_column(BigInteger, default=0)
     credits_charged: Mapped[int] = mapped_column(BigInteger, default=0)
     error_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
@@ -128,11 +130,18 @@ class ArtifactRow(Base):
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), index=True)
     tenant_id: Mapped[str] = mapped_column(String(40))
     index: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16), default="image")  # domain.jobs.ArtifactKind
     blob_key: Mapped[str] = mapped_column(Text)
     mime: Mapped[str] = mapped_column(String(64))
-    width: Mapped[int] = mapped_column(Integer)
-    height: Mapped[int] = mapped_column(Integer)
-    seed: Mapped[int] = mapped_column(BigInteger)
+    # images
+    width: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    height: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    seed: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # model files and documents
+    name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    format: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     finish_reason: Mapped[str] = mapped_column(String(32), default="SUCCESS")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 

@@ -11,10 +11,10 @@ from fastapi.responses import JSONResponse
 from diffusiond.api.jobs import schemas as w
 from diffusiond.blobs.signing import UrlSigner
 from diffusiond.domain.errors import DomainError
-from diffusiond.domain.jobs import Artifact, Job, JobStatus
+from diffusiond.domain.jobs import ImageArtifact, Job, JobStatus
 from diffusiond.domain.params import Img2Img, Txt2Img, Upscale
 from diffusiond.domain.pricing import to_credits, upscale_size
-from diffusiond.domain.spec_codec import spec_from_json
+from diffusiond.domain.spec_codec import generate_spec_from_json
 
 STATUS_WORDS: dict[JobStatus, w.JobStatusWord] = {
     JobStatus.QUEUED: w.JobStatusWord.WAITING,
@@ -37,7 +37,7 @@ def render_error(request: Request, err: DomainError) -> Response:
     return JSONResponse(body.model_dump(by_alias=True), status_code=err.status)
 
 
-def image_public(signer: UrlSigner, tenant_id: str, art: Artifact, expires_in: int) -> w.ResourceForClient:
+def image_public(signer: UrlSigner, tenant_id: str, art: ImageArtifact, expires_in: int) -> w.ResourceForClient:
     expires = int(time.time()) + expires_in
     return w.ResourceForClient(
         id=art.id, url=signer.sign(art.blob_key, tenant_id, expires_in), expiredIn=str(expires * 1000),
@@ -66,7 +66,7 @@ def job_public(job: Job, signer: UrlSigner, expires_in: int, *, output_size: tup
         ])
     elif job.status is JobStatus.SUCCEEDED:
         out.successInfo = w.SuccessInfo(
-            images=[image_public(signer, job.tenant_id, a, expires_in) for a in job.artifacts])
+            images=[image_public(signer, job.tenant_id, a, expires_in) for a in job.images])
     else:
         out.failedInfo = w.FailedInfo(reason=job.error_message or job.status.value,
                                       code=(job.error_code or "unknown").upper())
@@ -81,7 +81,7 @@ def pending_image(job: Job, index: int, size: tuple[int, int]) -> w.ResourceForC
 
 def spec_shape(job: Job) -> tuple[tuple[int, int], int]:
     """(final image size, image count) of a job, from its stored spec."""
-    spec = spec_from_json(job.spec_json)
+    spec = generate_spec_from_json(job.spec_json)
     size = (512, 512)
     for stage in spec.stages:
         if isinstance(stage, Txt2Img | Img2Img):

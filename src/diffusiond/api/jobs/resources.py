@@ -19,15 +19,13 @@ from urllib.parse import urlencode
 from diffusiond.api.jobs import schemas as w
 from diffusiond.api.jobs.translate import Resource
 from diffusiond.blobs.base import BlobStore
-from diffusiond.blobs.images import decode_upload, encode_png
+from diffusiond.blobs.images import UploadRules
 from diffusiond.blobs.signing import UrlSigner
-from diffusiond.config import Settings
 from diffusiond.domain.errors import InvalidParams, NotFound, Unauthorized
 from diffusiond.domain.params import ImageRef
 from diffusiond.store.database import Database
 from diffusiond.store.tables import ResourceRow
 
-MAX_SIDE = 4096
 DEFAULT_PUT_EXPIRY = 3600
 MAX_PUT_EXPIRY = 7 * 24 * 3600
 
@@ -45,11 +43,11 @@ class StoredResource:
 class ResourceStore:
     """Resource rows plus their blobs; a tenant only ever sees its own."""
 
-    def __init__(self, db: Database, blobs: BlobStore, signer: UrlSigner, settings: Settings) -> None:
+    def __init__(self, db: Database, blobs: BlobStore, signer: UrlSigner, uploads: UploadRules) -> None:
         self.db = db
         self.blobs = blobs
         self.signer = signer
-        self.settings = settings
+        self.uploads = uploads
 
     def create(self, tenant_id: str) -> StoredResource:
         rid = uuid.uuid4().hex
@@ -74,18 +72,18 @@ class ResourceStore:
         if res.status != "ready" or res.blob_key is None or res.width is None or res.height is None:
             raise InvalidParams(f"resource {resource_id!r} has no uploaded image yet", code="invalid_resource",
                                 field="resourceId")
-        return Resource(ImageRef(res.blob_key), res.width, res.height)
+        return Resource(ImageRef(res.blob_key, res.width, res.height), res.width, res.height)
 
     def store(self, tenant_id: str, resource_id: str, data: bytes, declared_mime: str | None) -> StoredResource:
         """Validate, re-encode and attach the image; a resource takes bytes once."""
         res = self.get(tenant_id, resource_id)
         if res.status != "pending":
             raise InvalidParams(f"resource {resource_id} already has an image", code="resource_uploaded")
-        return self._attach(tenant_id, resource_id, *self.validated(data, declared_mime))
+        return self._attach(tenant_id, resource_id, *self.uploads.reencode(data, declared_mime, keep_alpha=True))
 
     def upload(self, tenant_id: str, data: bytes, declared_mime: str | None) -> StoredResource:
         """One step: validate first, so a refused upload leaves no resource behind."""
-        png, width, height = self.validated(data, declared_mime)
+        png, width, height = self.uploads.reencode(data, declared_mime, keep_alpha=True)
         return self._attach(tenant_id, self.create(tenant_id).id, png, width, height)
 
     def _attach(self, tenant_id: str, resource_id: str, png: bytes, width: int, height: int) -> StoredResource:
@@ -104,16 +102,6 @@ class ResourceStore:
             self.blobs.delete(key)
             raise
         return self.get(tenant_id, resource_id)
-
-    def validated(self, data: bytes, declared_mime: str | None) -> tuple[bytes, int, int]:
-        """The upload re-encoded as PNG, with its size; raises on anything but a sane image."""
-        decoded = decode_upload(data, max_bytes=self.settings.max_upload_bytes,
-                                max_pixels=self.settings.max_upload_pixels, declared_mime=declared_mime)
-        image = decoded.image
-        if max(image.size) > MAX_SIDE:
-            raise InvalidParams(f"image: {image.width}x{image.height} exceeds {MAX_SIDE} pixels a side",
-                                code="invalid_image_dimensions")
-        return encode_png(image), image.width, image.height
 
     # The PUT URL is signed like blob URLs but over a distinct message, so neither verifies as the other.
     def _put_sig(self, resource_id: str, tenant_id: str, expires: int) -> str:

@@ -17,16 +17,15 @@ from diffusiond.api.errors import dialect_route
 from diffusiond.api.jobs import schemas as w
 from diffusiond.api.jobs.render import CORE_STATUS, job_public, render_error, spec_shape
 from diffusiond.api.jobs.resources import ResourceStore, resource_public
-from diffusiond.api.jobs.translate import Lookups, Translated, request_hash, translate
+from diffusiond.api.jobs.translate import Lookups, request_hash, translate
 from diffusiond.auth.keys import Principal
 from diffusiond.domain.errors import InvalidParams, NotFound, PayloadTooLarge
 from diffusiond.domain.jobs import Job
-from diffusiond.domain.models import ModelKind
-from diffusiond.domain.pricing import job_cost, to_credits
+from diffusiond.domain.models import ModelKind, ModelRecord
+from diffusiond.domain.pricing import to_credits
 from diffusiond.engine.detectors import BUILTIN_DETECTORS
 from diffusiond.queue.events import Subscription
 from diffusiond.services import Services
-from diffusiond.webhooks.ssrf import UrlPolicy
 
 M = TypeVar("M", bound=pydantic.BaseModel)
 # The last named field of a validation error decides the seed's specific error code.
@@ -71,7 +70,7 @@ def json_body(model: pydantic.BaseModel) -> Response:
 
 
 def resources(services: Services) -> ResourceStore:
-    return ResourceStore(services.db, services.blobs, services.signer, services.settings)
+    return ResourceStore(services.db, services.blobs, services.signer, services.uploads)
 
 
 def lookups(services: Services, principal: Principal) -> Lookups:
@@ -86,7 +85,10 @@ def lookups(services: Services, principal: Principal) -> Lookups:
             return False
         return True
 
-    return Lookups(resolve=services.models.resolve, resource=lambda rid: store.for_job(principal.tenant_id, rid),
+    def resolve(model_id: str, kind: ModelKind) -> ModelRecord:
+        return services.models.resolve_for(principal.tenant_id, model_id, kind)
+
+    return Lookups(resolve=resolve, resource=lambda rid: store.for_job(principal.tenant_id, rid),
                    detector_known=detector_known, default_model=services.settings.default_model)
 
 
@@ -98,11 +100,6 @@ def public(services: Services, job: Job, *, live: bool = True) -> w.JobPublic:
 
 def envelope(services: Services, job: Job) -> w.JobEnvelope:
     return w.JobEnvelope(job=public(services, job))
-
-
-def translated(services: Services, principal: Principal, body: w.StagesIn) -> tuple[Translated, int]:
-    result = translate(body, lookups(services, principal))
-    return result, job_cost(result.spec, result.init_size)
 
 
 # ---- jobs ------------------------------------------------------------------------------------------
@@ -118,12 +115,9 @@ async def create_job(request: Request, principal: PrincipalDep, services: Servic
 
 
 def submit_job(services: Services, principal: Principal, body: w.JobCreate) -> w.JobEnvelope:
-    if body.notify_url:
-        UrlPolicy(services.settings.webhook_allow_hosts).check(body.notify_url)
-    result, cost = translated(services, principal, body)
-    job = services.jobs.submit(
-        principal.tenant_id, result.spec, cost=cost, kind="generation",
-        request_id=body.request_id, request_hash=request_hash(body), notify_url=body.notify_url)
+    spec = translate(body, lookups(services, principal))
+    job = services.jobs.submit(principal.tenant_id, spec, dialect="jobs", request_id=body.request_id,
+                               request_hash=request_hash(body), notify_url=body.notify_url)
     return envelope(services, job)
 
 
@@ -131,8 +125,8 @@ def submit_job(services: Services, principal: Principal, body: w.JobCreate) -> w
 async def price_job(request: Request, principal: PrincipalDep, services: ServicesDep) -> w.CreditsPublic:
     """What the stages would cost, without running them."""
     body = await parse(request, w.CreditsRequest)
-    _, cost = await run_in_threadpool(translated, services, principal, body)
-    return w.CreditsPublic(credits=to_credits(cost))
+    spec = await run_in_threadpool(translate, body, lookups(services, principal))
+    return w.CreditsPublic(credits=to_credits(services.jobs.price(spec)))
 
 
 @router.get("/jobs", response_model=w.JobsPage, response_model_exclude_none=True)

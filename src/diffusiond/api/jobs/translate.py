@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from diffusiond.api.jobs import schemas as w
+from diffusiond.api.vocabulary import a1111
 from diffusiond.domain.errors import InvalidParams, NotFound
 from diffusiond.domain.limits import UPSCALE_MAX_PIXELS, check_size
 from diffusiond.domain.models import ModelKind, ModelRecord
@@ -21,11 +21,10 @@ from diffusiond.domain.params import (
     AdetailerRegion,
     Diffusion,
     EmbeddingRef,
+    GenerateSpec,
     ImageRef,
     Img2Img,
     Inpaint,
-    InpaintFill,
-    JobSpec,
     LoraRef,
     Sampler,
     Schedule,
@@ -37,24 +36,6 @@ from diffusiond.domain.params import (
 from diffusiond.domain.pricing import upscale_size
 
 MAX_COUNT = 8
-SAMPLERS: dict[str, Sampler] = {
-    "euler a": Sampler.K_EULER_ANCESTRAL, "euler_a": Sampler.K_EULER_ANCESTRAL, "euler": Sampler.K_EULER,
-    "lms": Sampler.K_LMS, "heun": Sampler.K_HEUN, "dpm2": Sampler.K_DPM_2, "dpm2 a": Sampler.K_DPM_2_ANCESTRAL,
-    "dpm++ 2s a": Sampler.K_DPMPP_2S_ANCESTRAL, "dpm++ 2m": Sampler.K_DPMPP_2M, "dpm++ sde": Sampler.K_DPMPP_SDE,
-    "ddim": Sampler.DDIM, "ddpm": Sampler.DDPM, "unipc": Sampler.UNIPC, "plms": Sampler.PNDM, "pndm": Sampler.PNDM,
-    **{s.value.lower(): s for s in Sampler},
-}
-SCHEDULES: dict[str, Schedule] = {
-    "": Schedule.DEFAULT, "automatic": Schedule.DEFAULT, "default": Schedule.DEFAULT, "uniform": Schedule.DEFAULT,
-    "karras": Schedule.KARRAS, "exponential": Schedule.EXPONENTIAL,
-}
-FILLS: dict[str, InpaintFill] = {
-    "DEFAULT": InpaintFill.ORIGINAL, "ORIGINAL": InpaintFill.ORIGINAL, "FILL": InpaintFill.FILL,
-    "LATENT_NOISE": InpaintFill.LATENT_NOISE, "LATENT_NOTHING": InpaintFill.LATENT_NOTHING,
-}
-MASK_MERGE = {"none": "none", "merge": "merge", "merge and invert": "merge_invert", "merge_invert": "merge_invert"}
-UNUSED_SEEDS = (0, -1)
-PLAIN_RESIZE = ("lanczos", "none")  # A1111 names for "no upscaler network": a Lanczos resize
 
 
 @dataclass(frozen=True)
@@ -72,13 +53,6 @@ class Lookups:
     resource: Callable[[str], Resource]
     detector_known: Callable[[str], bool]
     default_model: str
-
-
-@dataclass
-class Translated:
-    spec: JobSpec
-    init_size: tuple[int, int] | None
-    output_size: tuple[int, int]
 
 
 @dataclass
@@ -106,8 +80,8 @@ def invalid(where: str, message: str, code: str = "invalid_params") -> InvalidPa
     return InvalidParams(f"{where}: {message}", code=code, field=where.rsplit(".", 1)[-1])
 
 
-def translate(body: w.StagesIn, lookups: Lookups) -> Translated:
-    """The JobSpec a request describes, validated against the models and resources it names."""
+def translate(body: w.StagesIn, lookups: Lookups) -> GenerateSpec:
+    """The GenerateSpec a request describes, validated against the models and resources it names."""
     st = _State()
     for i, stage in enumerate(body.stages):
         where = f"stages[{i}]"
@@ -131,12 +105,8 @@ def translate(body: w.StagesIn, lookups: Lookups) -> Translated:
             adetailer_stage(st, stage.image_to_adetailer, lookups, f"{where}.imageToAdetailer")
     if not st.stages:
         raise invalid("stages", "at least one stage that makes or changes an image is required")
-    seed = st.seed if st.seed not in UNUSED_SEEDS else secrets.randbelow(4_294_967_295) + 1
-    init = st.init.ref if st.init else None
-    spec = JobSpec(stages=tuple(st.stages), count=st.count, seed=seed, init=init)
-    init_size = (st.init.width, st.init.height) if st.init else None
-    assert st.size is not None
-    return Translated(spec=spec, init_size=init_size, output_size=st.size)
+    seed = 0 if st.seed in a1111.RANDOM_SEEDS else st.seed  # 0: the job service picks one
+    return GenerateSpec(stages=tuple(st.stages), count=st.count, seed=seed, init=st.init.ref if st.init else None)
 
 
 def stage_kind(stage: w.StageIn, where: str) -> w.StageType:
@@ -198,16 +168,10 @@ def prompts(value: w.Prompts, where: str, *, required: bool) -> tuple[WeightedPr
 
 def sampler_of(name: str | None, where: str) -> tuple[Sampler | None, Schedule | None]:
     """A1111/TensorArt sampler names ("DPM++ 2M Karras") -> sampler and schedule."""
-    if not name or name.strip().lower() in ("automatic", "default"):
-        return None, None
-    key = name.strip().lower()
-    schedule = None
-    for suffix, sched in ((" karras", Schedule.KARRAS), (" exponential", Schedule.EXPONENTIAL)):
-        if key.endswith(suffix):
-            key, schedule = key[: -len(suffix)], sched
-    if key not in SAMPLERS:
+    found = a1111.sampler_and_schedule(name)
+    if found is None:
         raise invalid(where, f"unknown or unsupported sampler {name!r}", "invalid_sampler")
-    return SAMPLERS[key], schedule
+    return found
 
 
 def resolve(lookups: Lookups, model_id: str, kind: ModelKind, where: str) -> ModelRecord:
@@ -256,9 +220,9 @@ def diffusion_of(d: w.DiffusionIn, lookups: Lookups, where: str, *, base: Diffus
         raise InvalidParams(f"{where}: {e.message}", code=e.code, field="width") from None
     sampler, schedule = sampler_of(d.sampler, f"{where}.sampler")
     if d.schedule_name is not None:
-        if d.schedule_name.strip().lower() not in SCHEDULES:
+        schedule = a1111.schedule_named(d.schedule_name)
+        if schedule is None:
             raise invalid(f"{where}.scheduleName", f"unknown schedule {d.schedule_name!r}", "invalid_schedule")
-        schedule = SCHEDULES[d.schedule_name.strip().lower()]
     steps = d.steps or (base.steps if base else 30)
     if not 1 <= steps <= 150:
         raise invalid(f"{where}.steps", "must be between 1 and 150", "invalid_steps")
@@ -314,8 +278,7 @@ def need_image(st: _State, where: str) -> tuple[int, int]:
 
 def upscaler_stage(st: _State, block: w.ImageToUpscalerIn, lookups: Lookups, where: str) -> None:
     size = need_image(st, where)
-    name = block.hr_upscaler or "lanczos"
-    name = "lanczos" if name.strip().lower() in PLAIN_RESIZE else name
+    name = a1111.upscaler_id(block.hr_upscaler)
     upscaler = resolve(lookups, name, ModelKind.UPSCALER, f"{where}.hrUpscaler")
     if block.hr_scale is not None and not 0 < block.hr_scale <= 8:
         raise invalid(f"{where}.hrScale", "must be in (0, 8]", "invalid_height_or_width")
@@ -350,7 +313,7 @@ def inpaint_stage(st: _State, block: w.ImageToInpaintIn, lookups: Lookups, where
     if block.resize_mode not in (None, "DEFAULT", "JUST_RESIZE"):
         raise unsupported(where, f"resizeMode={block.resize_mode}")
     fill = (block.inpainting_fill or "DEFAULT").upper()
-    if fill not in FILLS:
+    if fill not in a1111.FILLS:
         raise invalid(f"{where}.inpaintingFill", f"unknown fill {block.inpainting_fill!r}", "invalid_params")
     mask = lookups.resource(block.mask_image_resource_id)
     if block.diffusion is None and st.diffusion is None:
@@ -364,7 +327,7 @@ def inpaint_stage(st: _State, block: w.ImageToInpaintIn, lookups: Lookups, where
     if not 0 <= blur <= 64 or not 0 <= padding <= 256:
         raise invalid(where, "maskBlur must be 0..64 and inpaintFullResPadding 0..256")
     stage = Inpaint(d, init=first_init(st), mask=mask.ref, strength=max(strength, 0.01), mask_blur=blur,
-                    fill=FILLS[fill], only_masked=bool(block.inpaint_full_res), only_masked_padding=padding,
+                    fill=a1111.FILLS[fill], only_masked=bool(block.inpaint_full_res), only_masked_padding=padding,
                     invert=bool(block.inpaint_mask_invert))
     st.stages.append(stage)
     st.diffusion = st.diffusion or d
@@ -411,7 +374,7 @@ def adetailer_region(a: w.AdetailerArgIn, base: Diffusion, lookups: Lookups, whe
         loras=loras(a.lora, lookups, where) if a.lora is not None else base.loras,
     )
     check_size(d.width, d.height, resolve(lookups, model, ModelKind.CHECKPOINT, f"{where}.adCheckpoint").family)
-    merge = MASK_MERGE.get((a.ad_mask_merge_invert or "None").strip().lower())
+    merge = a1111.MASK_MERGE.get((a.ad_mask_merge_invert or "None").strip().lower())
     if merge is None:
         raise invalid(f"{where}.adMaskMergeInvert", f"unknown value {a.ad_mask_merge_invert!r}")
     confidence = a.ad_confidence if a.ad_confidence is not None else 0.3

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import uuid
+from functools import partial
 from typing import Annotated
 
 import pydantic
@@ -15,15 +16,14 @@ from starlette.datastructures import FormData
 from diffusiond.api.deps import PrincipalDep, ServicesDep
 from diffusiond.api.errors import dialect_route, validation_to_domain
 from diffusiond.api.stability import schemas as s
-from diffusiond.api.stability.translate import diffusion, form_fields, random_seed, read_upload
+from diffusiond.api.stability.translate import diffusion, form_fields, read_upload
 from diffusiond.auth.keys import Principal
-from diffusiond.blobs.images import decode_upload, encode_png
 from diffusiond.domain.errors import DomainError, InvalidParams, NotFound
 from diffusiond.domain.jobs import Job, JobStatus
 from diffusiond.domain.limits import UPSCALE_MAX_PIXELS, check_size
 from diffusiond.domain.models import ModelKind, ModelRecord
-from diffusiond.domain.params import ImageRef, Img2Img, Inpaint, JobSpec, MaskSource, Txt2Img, Upscale
-from diffusiond.domain.pricing import job_cost, to_credits
+from diffusiond.domain.params import GenerateSpec, ImageRef, Img2Img, Inpaint, MaskSource, Txt2Img, Upscale
+from diffusiond.domain.pricing import to_credits
 from diffusiond.queue.waiting import wait_for_job
 from diffusiond.services import Services
 
@@ -46,9 +46,9 @@ def wants_png(accept: str | None) -> bool:
     return (accept or "").split(",")[0].strip().lower() == "image/png"
 
 
-def engine(services: Services, engine_id: str, kind: ModelKind) -> ModelRecord:
+def engine(services: Services, principal: Principal, engine_id: str, kind: ModelKind) -> ModelRecord:
     try:
-        return services.models.resolve(engine_id, kind)
+        return services.models.resolve_for(principal.tenant_id, engine_id, kind)
     except NotFound:
         raise NotFound(f"The specified engine (ID {engine_id}) was not found.") from None
 
@@ -57,7 +57,7 @@ def engine(services: Services, engine_id: str, kind: ModelKind) -> ModelRecord:
 def list_engines(principal: PrincipalDep, services: ServicesDep) -> list[s.Engine]:
     engines: list[s.Engine] = []
     for kind in (ModelKind.CHECKPOINT, ModelKind.UPSCALER):
-        for record, aliases in services.models.list(kind):
+        for record, aliases in services.models.list(kind, tenant_id=principal.tenant_id):
             desc = record.description or f"{record.family} {record.kind.value}"
             if kind is ModelKind.UPSCALER:
                 desc = f"upscaler: {desc}"  # so clients (and the web page) can tell them apart
@@ -84,11 +84,11 @@ def user_balance(principal: PrincipalDep, services: ServicesDep) -> s.BalanceRes
              responses={200: {"content": {"image/png": {}}, "model": s.ArtifactsResponse}})
 async def text_to_image(engine_id: str, body: s.TextToImageRequest, principal: PrincipalDep,
                         services: ServicesDep, accept: AcceptHeader = "application/json") -> Response:
-    model = engine(services, engine_id, ModelKind.CHECKPOINT)
+    model = engine(services, principal, engine_id, ModelKind.CHECKPOINT)
     check_samples(body.samples, accept)
     check_size(body.width, body.height, model.family)
     d = diffusion(model.id, body, body.text_prompts, body.width, body.height)
-    spec = JobSpec(stages=(Txt2Img(d),), count=body.samples, seed=body.seed or random_seed())
+    spec = GenerateSpec(stages=(Txt2Img(d),), count=body.samples, seed=body.seed)
     return await run(services, principal, spec, accept, uploads=[])
 
 
@@ -96,7 +96,7 @@ async def text_to_image(engine_id: str, body: s.TextToImageRequest, principal: P
              responses={200: {"content": {"image/png": {}}, "model": s.ArtifactsResponse}})
 async def image_to_image(engine_id: str, request: Request, principal: PrincipalDep, services: ServicesDep,
                          accept: AcceptHeader = "application/json") -> Response:
-    model = engine(services, engine_id, ModelKind.CHECKPOINT)
+    model = engine(services, principal, engine_id, ModelKind.CHECKPOINT)
     form = await read_form(request)
     body = s.ImageToImageForm.model_validate(form_fields(form))
     check_samples(body.samples, accept)
@@ -112,15 +112,15 @@ async def image_to_image(engine_id: str, request: Request, principal: PrincipalD
     else:
         strength, end = body.step_schedule_start, body.step_schedule_end
     stage = Img2Img(d, init=init.ref, strength=strength, step_schedule_end=end)
-    spec = JobSpec(stages=(stage,), count=body.samples, seed=body.seed or random_seed())
-    return await run(services, principal, spec, accept, uploads=[init.ref], init_size=init.size)
+    spec = GenerateSpec(stages=(stage,), count=body.samples, seed=body.seed)
+    return await run(services, principal, spec, accept, uploads=[init.ref])
 
 
 @router.post("/generation/{engine_id}/image-to-image/masking",
              responses={200: {"content": {"image/png": {}}, "model": s.ArtifactsResponse}})
 async def masking(engine_id: str, request: Request, principal: PrincipalDep, services: ServicesDep,
                   accept: AcceptHeader = "application/json") -> Response:
-    model = engine(services, engine_id, ModelKind.CHECKPOINT)
+    model = engine(services, principal, engine_id, ModelKind.CHECKPOINT)
     form = await read_form(request)
     body = s.MaskingForm.model_validate(form_fields(form))
     check_samples(body.samples, accept)
@@ -144,15 +144,15 @@ async def masking(engine_id: str, request: Request, principal: PrincipalDep, ser
         delete_blobs(services, uploads)
         raise
     stage = Inpaint(d, init=init.ref, mask=mask.ref if mask else None, mask_source=body.mask_source)
-    spec = JobSpec(stages=(stage,), count=body.samples, seed=body.seed or random_seed())
-    return await run(services, principal, spec, accept, uploads=uploads, init_size=init.size)
+    spec = GenerateSpec(stages=(stage,), count=body.samples, seed=body.seed)
+    return await run(services, principal, spec, accept, uploads=uploads)
 
 
 @router.post("/generation/{engine_id}/image-to-image/upscale",
              responses={200: {"content": {"image/png": {}}, "model": s.ArtifactsResponse}})
 async def upscale(engine_id: str, request: Request, principal: PrincipalDep, services: ServicesDep,
                   accept: AcceptHeader = "application/json") -> Response:
-    model = engine(services, engine_id, ModelKind.UPSCALER)
+    model = engine(services, principal, engine_id, ModelKind.UPSCALER)
     form = await read_form(request)
     try:
         body = s.UpscaleForm.model_validate(form_fields(form))
@@ -173,8 +173,8 @@ async def upscale(engine_id: str, request: Request, principal: PrincipalDep, ser
         raise InvalidParams(f"the requested image would be {out[0]}x{out[1]}, more than the maximum "
                             f"pixel count of {UPSCALE_MAX_PIXELS:,}", code="invalid_pixel_count")
     stage = Upscale(upscaler=model.id, init=image.ref, width=out[0], height=out[1])
-    spec = JobSpec(stages=(stage,), count=1, seed=random_seed())
-    return await run(services, principal, spec, accept, uploads=[image.ref], init_size=image.size)
+    spec = GenerateSpec(stages=(stage,), count=1)
+    return await run(services, principal, spec, accept, uploads=[image.ref])
 
 
 # ---- helpers --------------------------------------------------------------------------------------
@@ -213,13 +213,10 @@ async def upload_image(services: Services, principal: Principal, form: FormData,
 def store_upload(services: Services, principal: Principal, raw: tuple[bytes, str], name: str,
                  keep_alpha: bool) -> Uploaded:
     """Validate, re-encode and store one uploaded image."""
-    settings = services.settings
-    decoded = decode_upload(raw[0], max_bytes=settings.max_upload_bytes,
-                            max_pixels=settings.max_upload_pixels, declared_mime=raw[1], field=name)
-    image = decoded.image if keep_alpha or decoded.image.mode == "RGB" else decoded.image.convert("RGB")
+    png, width, height = services.uploads.reencode(raw[0], raw[1], field=name, keep_alpha=keep_alpha)
     key = f"inputs/{principal.tenant_id}/{uuid.uuid4().hex}.png"
-    services.blobs.put(key, encode_png(image), "image/png")
-    return Uploaded(ImageRef(key), image.width, image.height)
+    services.blobs.put(key, png, "image/png")
+    return Uploaded(ImageRef(key, width, height), width, height)
 
 
 def delete_blobs(services: Services, refs: list[ImageRef]) -> None:
@@ -227,13 +224,12 @@ def delete_blobs(services: Services, refs: list[ImageRef]) -> None:
         services.blobs.delete(ref.blob_key)
 
 
-async def run(services: Services, principal: Principal, spec: JobSpec, accept: str | None, *,
-              uploads: list[ImageRef], init_size: tuple[int, int] | None = None) -> Response:
+async def run(services: Services, principal: Principal, spec: GenerateSpec, accept: str | None, *,
+              uploads: list[ImageRef]) -> Response:
     """Submit the job like any other, wait for it, and answer in the format `accept` asks for."""
     # Database and blob work runs in worker threads: the event loop keeps serving other requests.
     try:
-        job = await run_in_threadpool(services.jobs.submit, principal.tenant_id, spec,
-                                      cost=job_cost(spec, init_size), kind="stability")
+        job = await run_in_threadpool(partial(services.jobs.submit, dialect="stability"), principal.tenant_id, spec)
     except BaseException:
         delete_blobs(services, uploads)  # a refused request leaves nothing behind
         raise
@@ -248,12 +244,12 @@ def render_job(services: Services, job: Job, accept: str | None) -> Response:
         err.status = 400 if job.error_code and job.error_code.startswith("invalid_") else 500
         raise err
     if wants_png(accept):
-        art = job.artifacts[0]
+        art = job.images[0]
         return Response(services.blobs.get(art.blob_key), media_type="image/png",
                         headers={"Seed": str(art.seed), "Finish-Reason": art.finish_reason})
     artifacts = [
         s.ImageArtifact(base64=base64.b64encode(services.blobs.get(a.blob_key)).decode(), seed=a.seed,
                         finishReason=a.finish_reason)  # type: ignore[arg-type]
-        for a in job.artifacts
+        for a in job.images
     ]
     return JSONResponse(s.ArtifactsResponse(artifacts=artifacts).model_dump())

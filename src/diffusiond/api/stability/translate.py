@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import secrets
 from typing import Any
 
 from starlette.datastructures import FormData, UploadFile
@@ -13,10 +12,6 @@ from diffusiond.domain.errors import InvalidParams, PayloadTooLarge
 from diffusiond.domain.params import Diffusion, Sampler, WeightedPrompt
 
 _PROMPT_FIELD = re.compile(r"^text_prompts\[(\d+)\]\[(text|weight)\]$")
-
-
-def random_seed() -> int:
-    return secrets.randbelow(4_294_967_295 - 64) + 1  # room for seed + i of a batch
 
 
 def split_prompts(prompts: list[TextPrompt]) -> tuple[tuple[WeightedPrompt, ...], tuple[WeightedPrompt, ...]]:
