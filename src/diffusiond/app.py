@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mimetypes
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -57,7 +58,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             data = services.blobs.get(key)
         except DomainError:
             return JSONResponse({"code": 404, "message": "not found"}, status_code=404)
-        return Response(data, media_type="image/png" if key.endswith(".png") else "application/octet-stream")
+        return Response(data, media_type=mimetypes.guess_type(key)[0] or "application/octet-stream")
 
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:

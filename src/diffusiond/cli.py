@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 from diffusiond.config import Settings
 from diffusiond.domain.models import ModelKind
-from diffusiond.domain.params import ImageRef
+from diffusiond.domain.params import ImageFormat, ImageRef
 from diffusiond.domain.pricing import from_credits
 
 app = typer.Typer(help="diffusiond: a self-hosted Stable Diffusion platform.", no_args_is_help=True)
@@ -201,7 +201,8 @@ class _CliContext:
     def is_canceled(self) -> bool:
         return False
 
-    def save_image(self, image: Image.Image, seed: int, finish_reason: str = "SUCCESS") -> None:
+    def save_image(self, image: Image.Image, seed: int, finish_reason: str = "SUCCESS",
+                   format: ImageFormat = ImageFormat.PNG) -> None:
         raise NotImplementedError("the CLI writes the engine's images itself")
 
     def save_model_file(self, path: Path, *, name: str, format: str) -> None:

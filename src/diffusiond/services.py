@@ -16,6 +16,7 @@ from diffusiond.blobs.images import UploadRules
 from diffusiond.blobs.local import LocalBlobStore
 from diffusiond.blobs.signing import UrlSigner
 from diffusiond.config import Settings
+from diffusiond.datasets.service import DatasetService
 from diffusiond.domain.jobs import JobKind
 from diffusiond.domain.pricing import from_credits
 from diffusiond.domain.webhooks import WebhookRenderer
@@ -51,6 +52,7 @@ class Services:
     jobs: JobService
     rate_limiter: RateLimiter
     uploads: UploadRules
+    datasets: DatasetService
     executor: Executor | None = None
     webhooks: WebhookDispatcher | None = None
     extras: dict[str, object] = field(default_factory=dict)
@@ -161,6 +163,7 @@ def build_services(settings: Settings, *, with_workers: bool | None = None) -> S
     signer = UrlSigner(settings.resolved_signing_secret(), settings.resolved_public_url,
                        presign=blobs.presigned_url)
     url_policy = UrlPolicy(settings.webhook_allow_hosts)
+    uploads = UploadRules(settings.max_upload_bytes, settings.max_upload_pixels)
     jobs = JobService(db, events, lease_seconds=settings.job_lease_seconds,
                       max_attempts=settings.job_max_attempts, max_queued_per_tenant=settings.max_queued_jobs_per_tenant,
                       url_policy=url_policy, webhook_renderers=build_webhook_renderers(signer, settings),
@@ -170,7 +173,7 @@ def build_services(settings: Settings, *, with_workers: bool | None = None) -> S
         settings=settings, db=db, blobs=blobs, signer=signer,
         keys=KeyService(db, settings.auth_cache_seconds), tenants=tenants, models=models, events=events, jobs=jobs,
         rate_limiter=build_rate_limiter(settings),
-        uploads=UploadRules(settings.max_upload_bytes, settings.max_upload_pixels),
+        uploads=uploads, datasets=DatasetService(db, blobs, uploads),
         webhooks=WebhookDispatcher(db, tenants, url_policy),
     )
     run_workers = settings.executor == "local" if with_workers is None else with_workers

@@ -86,6 +86,23 @@ class UploadRules:
         return encode_png(image), image.width, image.height
 
 
+IMAGE_FORMATS: dict[str, tuple[str, str]] = {  # format -> (mime, file extension)
+    "png": ("image/png", "png"), "jpeg": ("image/jpeg", "jpg"), "webp": ("image/webp", "webp"),
+}
+
+
+def encode_image(image: Image.Image, format: str = "png") -> bytes:
+    """An output image in `format` (png, jpeg or webp); JPEG drops any alpha channel."""
+    if format == "png":
+        return encode_png(image)
+    buf = io.BytesIO()
+    if format == "jpeg":
+        image.convert("RGB").save(buf, format="JPEG", quality=92)
+    else:
+        image.save(buf, format="WEBP", quality=92)
+    return buf.getvalue()
+
+
 def encode_png(image: Image.Image, *, compress_level: int = 1) -> bytes:
     """PNG bytes; a low compression level because encoding sits on the request path."""
     buf = io.BytesIO()

@@ -126,6 +126,7 @@ class Job:
     queue_position: tuple[int, int] | None = None
     endpoint: str = "default"
     metrics: dict[str, float] = field(default_factory=dict)  # the latest figures a long job reported
+    parent_id: str | None = None  # what the job belongs to in its dialect (a custom model, an endpoint)
 
     @property
     def images(self) -> tuple[ImageArtifact, ...]:

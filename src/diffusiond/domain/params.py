@@ -34,6 +34,14 @@ class Schedule(str, Enum):
     EXPONENTIAL = "exponential"
 
 
+class ImageFormat(str, Enum):
+    """How output images are stored and served."""
+
+    PNG = "png"
+    JPEG = "jpeg"
+    WEBP = "webp"
+
+
 class MaskSource(str, Enum):
     """Where an inpainting mask comes from (Stability v1 vocabulary)."""
 
@@ -192,3 +200,4 @@ class GenerateSpec:
     count: int = 1
     seed: int = 0
     init: ImageRef | None = None  # inputInitialize.imageResourceId
+    output_format: ImageFormat = ImageFormat.PNG

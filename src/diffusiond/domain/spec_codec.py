@@ -17,6 +17,7 @@ from diffusiond.domain.merge import MergeSpec
 from diffusiond.domain.params import (
     Adetailer,
     GenerateSpec,
+    ImageFormat,
     ImageRef,
     Img2Img,
     Inpaint,
@@ -108,6 +109,7 @@ def generate_spec_from_json(raw: str) -> GenerateSpec:
     data = json.loads(raw)
     stages: list[Stage] = [_decode_dataclass(STAGE_TYPES[s["kind"]], s) for s in data["stages"]]
     init = _decode_dataclass(ImageRef, data["init"]) if data.get("init") else None
-    return GenerateSpec(stages=tuple(stages), count=data["count"], seed=data["seed"], init=init)
+    return GenerateSpec(stages=tuple(stages), count=data["count"], seed=data["seed"], init=init,
+                        output_format=ImageFormat(data.get("output_format", "png")))
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from diffusiond.domain.models import ModelKind, ModelRecord
-from diffusiond.domain.params import ImageRef
+from diffusiond.domain.params import ImageFormat, ImageRef
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -33,7 +33,8 @@ class WorkContext(Protocol):
 
     def is_canceled(self) -> bool: ...
 
-    def save_image(self, image: Image.Image, seed: int, finish_reason: str = "SUCCESS") -> None: ...
+    def save_image(self, image: Image.Image, seed: int, finish_reason: str = "SUCCESS",
+                   format: ImageFormat = ImageFormat.PNG) -> None: ...
 
     def save_model_file(self, path: Path, *, name: str, format: str) -> None:
         """A model file this job made (a LoRA, a merged checkpoint); the file is moved into the job's keeping."""

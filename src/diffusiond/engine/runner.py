@@ -329,15 +329,15 @@ class GenerateHandler:
 
     def run(self, spec: GenerateSpec, ctx: WorkContext) -> None:
         for generated in self.engine.run(spec, ctx):
-            ctx.save_image(generated.image, generated.seed, generated.finish_reason)
+            ctx.save_image(generated.image, generated.seed, generated.finish_reason, spec.output_format)
 
     def run_batch(self, items: Sequence[tuple[GenerateSpec, WorkContext]]) -> list[BaseException | None]:
         outcomes: list[BaseException | None] = []
-        for (_, ctx), outcome in zip(items, self.engine.run_batch(items), strict=True):
+        for (spec, ctx), outcome in zip(items, self.engine.run_batch(items), strict=True):
             if isinstance(outcome, BaseException):
                 outcomes.append(outcome)
                 continue
             for generated in outcome:
-                ctx.save_image(generated.image, generated.seed, generated.finish_reason)
+                ctx.save_image(generated.image, generated.seed, generated.finish_reason, spec.output_format)
             outcomes.append(None)
         return outcomes

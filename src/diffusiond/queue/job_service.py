@@ -131,7 +131,7 @@ class JobService:
 
     def submit(self, tenant_id: str, spec: WorkSpec, *, dialect: str, request_id: str | None = None,
                request_hash: str | None = None, notify_url: str | None = None,
-               endpoint: str = "default") -> Job:
+               endpoint: str = "default", parent_id: str | None = None) -> Job:
         """Create a queued job and reserve its credits, or return the job `request_id` made.
 
         Before the transaction: the notify URL is checked, a random seed chosen where the spec asks
@@ -154,6 +154,7 @@ class JobService:
                 batch_key=batch_key(spec) if isinstance(spec, GenerateSpec) else "",
                 endpoint=endpoint, status=JobStatus.QUEUED.value, attempt=0, progress={},
                 credits_reserved=cost, credits_charged=0, notify_url=notify_url, cancel_requested=False,
+                parent_id=parent_id,
                 created_at=now, updated_at=now,
             )
             # A plain INSERT (the ORM's unit of work costs more than the rest of the submit) that
@@ -213,17 +214,22 @@ class JobService:
         """
         with self.db.read() as s:
             row = s.get(JobRow, job_id)
-            if row is None or (tenant_id is not None and row.tenant_id != tenant_id):
+            if row is None or (tenant_id is not None and (row.tenant_id != tenant_id or row.deleted_at is not None)):
                 raise NotFound(f"job {job_id} not found")
             return self._to_job(s, row, with_queue=with_queue)
 
-    def list(self, tenant_id: str, *, status: JobStatus | None = None, limit: int = 20,
-             offset: int = 0) -> tuple[builtins.list[Job], int]:
-        """The tenant's jobs, newest first, and the total matching; queued jobs carry their rank."""
+    def list(self, tenant_id: str, *, status: JobStatus | None = None, limit: int = 20, offset: int = 0,
+             parent_id: str | None = None, dialect: str | None = None) -> tuple[builtins.list[Job], int]:
+        """The tenant's jobs (not soft-deleted), newest first, and the total matching; queued jobs carry
+        their rank. `parent_id` and `dialect` narrow it to one dialect object's jobs."""
         with self.db.read() as s:
-            q = select(JobRow).where(JobRow.tenant_id == tenant_id)
+            q = select(JobRow).where(JobRow.tenant_id == tenant_id, JobRow.deleted_at.is_(None))
             if status is not None:
                 q = q.where(JobRow.status == status.value)
+            if parent_id is not None:
+                q = q.where(JobRow.parent_id == parent_id)
+            if dialect is not None:
+                q = q.where(JobRow.dialect == dialect)
             total = s.scalar(select(func.count()).select_from(q.subquery())) or 0
             rows = s.scalars(q.order_by(JobRow.created_at.desc(), JobRow.id).limit(limit).offset(offset)).all()
             ranks = self._queue_positions(s, [r for r in rows if r.status == JobStatus.QUEUED.value])
@@ -278,6 +284,14 @@ class JobService:
                 raise InvalidParams(f"job {job_id} already {status.value}", code="job_finished")
         self.events.publish(job_id)
         return self.get(tenant_id, job_id)
+
+    def hide(self, tenant_id: str, job_id: str) -> None:
+        """Soft delete: gone from lists and lookups, kept in the database; a running job keeps running."""
+        with self.db.session() as s:
+            row = s.get(JobRow, job_id, with_for_update=True)
+            if row is None or row.tenant_id != tenant_id or row.deleted_at is not None:
+                raise NotFound(f"job {job_id} not found")
+            row.deleted_at = now_utc()
 
     def artifact(self, tenant_id: str, artifact_id: str) -> Artifact:
         """One output of one of the tenant's jobs."""
@@ -502,7 +516,7 @@ class JobService:
             started_at=as_utc(row.started_at) if row.started_at else None,
             finished_at=as_utc(row.finished_at) if row.finished_at else None,
             artifacts=tuple(_artifact(a) for a in arts), queue_position=queue, endpoint=row.endpoint,
-            metrics=dict(row.metrics or {}),
+            metrics=dict(row.metrics or {}), parent_id=row.parent_id,
         )
 
 

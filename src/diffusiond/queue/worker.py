@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from diffusiond.blobs.base import BlobStore
-from diffusiond.blobs.images import encode_png, open_image
+from diffusiond.blobs.images import IMAGE_FORMATS, encode_image, open_image
 from diffusiond.domain.batching import batch_key
 from diffusiond.domain.errors import DomainError, InvalidParams
 from diffusiond.domain.jobs import ArtifactKind, JobKind
-from diffusiond.domain.params import GenerateSpec, ImageRef
+from diffusiond.domain.params import GenerateSpec, ImageFormat, ImageRef
 from diffusiond.domain.spec_codec import WorkSpec, spec_from_json
 from diffusiond.engine.context import BatchHandler, Canceled, Handler
 from diffusiond.queue.job_service import Claim, JobService, NewArtifact, Renewal
@@ -48,9 +48,9 @@ class Output:
     image: Image.Image | None = None
     seed: int = 0
     finish_reason: str = "SUCCESS"
+    format: str = ImageFormat.PNG.value  # an image's (png, jpeg, webp) or a model file's (safetensors)
     path: Path | None = None
     name: str = ""
-    format: str = ""
     document: Any = None
 
 
@@ -89,8 +89,10 @@ class JobContext:
         with self._lock:
             self._metrics = {k: float(v) for k, v in metrics.items()}
 
-    def save_image(self, image: Image.Image, seed: int, finish_reason: str = "SUCCESS") -> None:
-        self.outputs.append(Output(ArtifactKind.IMAGE, image=image, seed=seed, finish_reason=finish_reason))
+    def save_image(self, image: Image.Image, seed: int, finish_reason: str = "SUCCESS",
+                   format: ImageFormat = ImageFormat.PNG) -> None:
+        self.outputs.append(Output(ArtifactKind.IMAGE, image=image, seed=seed, finish_reason=finish_reason,
+                                   format=format.value))
 
     def save_model_file(self, path: Path, *, name: str, format: str) -> None:
         # Moved into this job's keeping (a rename on one filesystem): the handler may clean up its own
@@ -325,9 +327,11 @@ class Worker:
         """Store one output as a blob and describe it."""
         if output.kind is ArtifactKind.IMAGE:
             assert output.image is not None
-            key = f"{stem}.png"
-            self.blobs.put(key, encode_png(output.image), "image/png")
-            return NewArtifact.image(key, output.image.width, output.image.height, output.seed, output.finish_reason)
+            mime, extension = IMAGE_FORMATS[output.format]
+            key = f"{stem}.{extension}"
+            self.blobs.put(key, encode_image(output.image, output.format), mime)
+            return NewArtifact.image(key, output.image.width, output.image.height, output.seed, output.finish_reason,
+                                     mime=mime)
         if output.kind is ArtifactKind.MODEL:
             assert output.path is not None
             key = f"{stem}-{output.name}"
