@@ -10,6 +10,8 @@ from typing import Literal
 from pydantic import SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from diffusiond.domain.training import MAX_TRAINING_IMAGES, MIN_TRAINING_IMAGES
+
 
 class Settings(BaseSettings):
     """The one configuration object; `services.build_services` turns it into implementations."""
@@ -48,6 +50,11 @@ class Settings(BaseSettings):
     registry_cache_seconds: float = 2.0
     bundled_models: bool = True
 
+    # The custom-model API (/v1/custom): the checkpoint its trainings start from (None: default_model),
+    # and the fewest training images a training accepts (at least the core's minimum, 4).
+    custom_base_model: str | None = None
+    custom_min_images: int = 4
+
     # Auth and limits
     bootstrap_key: SecretStr | None = None
     # A verified key is trusted this long before it is looked up again (0: every request). Revocation
@@ -80,6 +87,9 @@ class Settings(BaseSettings):
             raise ValueError("DIFFUSIOND_WORKERS and DIFFUSIOND_TRAINING_WORKERS must be >= 0")
         if self.api_threads is not None and self.api_threads < 1:
             raise ValueError("DIFFUSIOND_API_THREADS must be >= 1")
+        if not MIN_TRAINING_IMAGES <= self.custom_min_images <= MAX_TRAINING_IMAGES:
+            raise ValueError(f"DIFFUSIOND_CUSTOM_MIN_IMAGES must be between {MIN_TRAINING_IMAGES} and "
+                             f"{MAX_TRAINING_IMAGES}")
         return self
 
     @property
