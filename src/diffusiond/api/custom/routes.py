@@ -74,7 +74,8 @@ def service(services: Services) -> CustomModelService:
 
 async def read_capped(request: Request, limit: int, what: str) -> bytes:
     """The request body, refused once it passes `limit` bytes (before reading it all)."""
-    if int(request.headers.get("content-length") or 0) > limit:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"{what}: the request is larger than {limit:,} bytes")
     chunks: list[bytes] = []
     size = 0
