@@ -271,7 +271,7 @@ class CustomModelService:
             self.models.resolve(spec.base_model, ModelKind.CHECKPOINT)
         except NotFound:
             raise Conflict(f"training {job.id} was made for base model {spec.base_model!r}, which is no longer "
-                           "installed", code="base_model_unavailable") from None
+                           "installed", code="base_model_removed") from None
         return Mixed(job, lora, spec.base_model, config.scale)
 
     def trained_model(self, tenant_id: str, job: Job, spec: TrainSpec) -> ModelRecord:
