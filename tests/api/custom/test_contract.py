@@ -226,6 +226,15 @@ def test_refused_uploads_store_nothing(api: Api, live: LiveServer, data: bytes |
     assert len(api.c.get(url).json()) == 1 and sorted(blobs.rglob("*")) == before
 
 
+def test_a_model_holds_at_most_200_training_images(api: Api, services: Services) -> None:
+    model_id = api.create_model()
+    tenant = api.c.get("/v1/user/account").json()["id"]
+    for i in range(200):  # through the core: 200 uploads over HTTP would only be slower
+        services.datasets.add_item(tenant, model_id, picture((i, 100, 100), size=(8, 8)))
+    assert_error(api.c.post(f"{BASE}/models/{model_id}/data", content=picture()), 409, "too_many_training_images")
+    assert api.c.get(f"{BASE}/models/{model_id}").json()["imageCount"] == 200
+
+
 # ---- trainings ---------------------------------------------------------------------------------------
 
 
@@ -233,7 +242,7 @@ def test_a_training_needs_enough_images(api: Api, services: Services) -> None:
     model_id = api.model_with_images(3)
     jobs = job_count(services)
     r = api.c.post(f"{BASE}/models/{model_id}/trainings", json={})
-    assert_error(r, 422, "not_enough_training_images")
+    assert_error(r, 409, "not_enough_training_images")
     assert "at least 4" in r.json()["error"]["message"]
     assert job_count(services) == jobs and balance(api) == 100.0
     assert api.c.get(f"{BASE}/models/{model_id}/trainings").json() == []
@@ -241,7 +250,7 @@ def test_a_training_needs_enough_images(api: Api, services: Services) -> None:
 
 def test_start_a_training_on_a_snapshot_of_the_pictures(api: Api, services: Services, live: LiveServer) -> None:
     model_id = api.model_with_images(4)
-    created = api.train(model_id, trainingStrength=7, trainingSpeed="high_quality")
+    created = api.train(model_id, trainingStrength=7.0, trainingSpeed="high_quality")  # 7.0 is an integer too
     assert set(created) == {"trainingId", "status", "triggerWord"} and created["status"] == "queued"
     assert TRIGGER.match(created["triggerWord"])
     training = api.training(model_id, created["trainingId"])
@@ -275,6 +284,7 @@ def test_start_a_training_on_a_snapshot_of_the_pictures(api: Api, services: Serv
     ({"trainingStrength": 11}, "invalid_training_strength"),
     ({"trainingStrength": -1}, "invalid_training_strength"),
     ({"trainingStrength": 7.5}, "invalid_training_strength"),
+    ({"trainingStrength": True}, "invalid_training_strength"),
     ({"trainingStrength": "7"}, "invalid_training_strength"),
     ({"trainingSpeed": "slow"}, "invalid_training_speed"),
     ({"trainingSpeed": None}, "invalid_training_speed"),

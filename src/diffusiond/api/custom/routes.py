@@ -31,10 +31,11 @@ ERROR_DESCRIPTIONS = {
     401: "No valid API key",
     402: "The balance does not cover the price of the training or prediction",
     404: "Not found: it does not exist, is soft-deleted, or is not this key's",
-    409: "The training is not in a state that allows this (not succeeded yet, already finished)",
+    409: "Not possible in the current state: too few or too many training images, a training not succeeded yet "
+         "or already finished",
     413: "The body is larger than this route takes (an image: 10 MiB; JSON: 1 MiB)",
     415: "The bytes are not a PNG, JPEG or WebP image",
-    422: "Understood but not possible: too few or too many training images, an image too large in pixels",
+    422: "The image is too large in pixels (over 4096 a side)",
     429: "Too many requests, or too many queued jobs",
     500: "An unexpected server error",
     503: "The base model for trainings is not installed",
@@ -141,7 +142,7 @@ def delete_model(model_id: ModelId, principal: PrincipalDep, services: ServicesD
 
 
 @router.post("/models/{modelId}/data", response_model=w.DataPublic, response_model_exclude_none=True,
-             responses=errors(404, 413, 415, 422),
+             responses=errors(404, 409, 413, 415, 422),
              openapi_extra=raw_image_body())
 async def upload_data(model_id: ModelId, request: Request, principal: PrincipalDep,
                       services: ServicesDep) -> w.DataPublic:
@@ -189,7 +190,7 @@ def delete_data(model_id: ModelId, data_id: DataId, principal: PrincipalDep, ser
 
 
 @router.post("/models/{modelId}/trainings", response_model=w.TrainingCreated, response_model_exclude_none=True,
-             responses=errors(402, 404, 413, 422, 503), openapi_extra=w.inline_schema(w.TrainingCreate))
+             responses=errors(402, 404, 409, 413, 503), openapi_extra=w.inline_schema(w.TrainingCreate))
 async def start_training(model_id: ModelId, request: Request, principal: PrincipalDep,
                          services: ServicesDep) -> w.TrainingCreated:
     """Train the model on its current training images; the answer names the training's trigger word."""

@@ -9,9 +9,9 @@ seed's snake_case (`image_size`, `num_images`, ...).
 from __future__ import annotations
 
 from enum import Enum
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from diffusiond.domain.seeds import MAX_SEED
 
@@ -25,6 +25,16 @@ NAME_PATTERN = r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"
 
 class WireIn(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+
+def _integral(value: object) -> object:
+    """JSON Schema counts 5.0 as an integer, so this API takes it as 5 (but never 5.5, "5" or true)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+Integer = Annotated[int, BeforeValidator(_integral)]
 
 
 # ---- requests ------------------------------------------------------------------------------------
@@ -48,7 +58,7 @@ class TrainingSpeedWord(str, Enum):
 
 
 class TrainingCreate(WireIn):
-    trainingStrength: int = Field(5, ge=0, le=10, description="How strongly the model should learn from your "
+    trainingStrength: Integer = Field(5, ge=0, le=10, description="How strongly the model should learn from your "
                                   "training data: stronger = closer to the pictures (more steps, a higher rate)")
     trainingSpeed: TrainingSpeedWord = Field(TrainingSpeedWord.FAST,
                                              description="Trade-off between training speed and quality")
@@ -62,8 +72,8 @@ class ScaleConfig(WireIn):
 
 
 class ImageSize(WireIn):
-    width: int = Field(ge=64, le=1536, description="512-1536 for SD families; 64-512 for the bundled `shapes`")
-    height: int = Field(ge=64, le=1536, description="512-1536 for SD families; 64-512 for the bundled `shapes`")
+    width: Integer = Field(ge=64, le=1536, description="512-1536 for SD families; 64-512 for the bundled `shapes`")
+    height: Integer = Field(ge=64, le=1536, description="512-1536 for SD families; 64-512 for the bundled `shapes`")
 
 
 class OutputFormat(str, Enum):
@@ -77,14 +87,14 @@ class PredictionCreate(WireIn):
         description="Which trained models to use and their weights, keyed by any label (\"1\", \"2\", ...)")
     prompt: str = Field(max_length=MAX_PROMPT, pattern=r"\S", description="Text description of the image; must "
                         "include a trained model's trigger word to activate it")
-    seed: int = Field(0, ge=0, le=MAX_SEED, description="Random seed for reproducible results (0: random); "
+    seed: Integer = Field(0, ge=0, le=MAX_SEED, description="Random seed for reproducible results (0: random); "
                       "image i uses seed + i")
     image_size: ImageSize | None = Field(None, description="Dimensions of the generated images (default: the base "
                                          "model's native size, 512x512 for SD 1.x, 64x64 for `shapes`)")
-    num_images: int = Field(1, ge=1, le=4, description="Number of images to generate (1-4)")
+    num_images: Integer = Field(1, ge=1, le=4, description="Number of images to generate (1-4)")
     output_format: OutputFormat = Field(OutputFormat.PNG, description="Format of the generated images")
     guidance_scale: float = Field(7.5, ge=0.0, le=10.0, description="How closely to follow the prompt (0.0-10.0)")
-    num_inference_steps: int = Field(30, ge=1, le=50, description="Number of denoising steps (1-50)")
+    num_inference_steps: Integer = Field(30, ge=1, le=50, description="Number of denoising steps (1-50)")
 
 
 # ---- responses -----------------------------------------------------------------------------------

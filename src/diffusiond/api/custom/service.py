@@ -35,13 +35,6 @@ _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # ids this API hands out; anything e
 _LIST_LIMIT = 1000
 
 
-class Unprocessable(DomainError):
-    """The request is well formed, but what it names cannot be used as it is (422)."""
-
-    status = 422
-    code = "unprocessable"
-
-
 class Unavailable(DomainError):
     status = 503
     code = "unavailable"
@@ -102,7 +95,7 @@ class CustomModelService:
     def add_image(self, tenant_id: str, model_id: str, data: bytes, declared_mime: str | None) -> DatasetItem:
         model = self.model(tenant_id, model_id)
         if model.item_count >= MAX_TRAINING_IMAGES:
-            raise Unprocessable(f"a model holds at most {MAX_TRAINING_IMAGES} training images; delete some first",
+            raise Conflict(f"a model holds at most {MAX_TRAINING_IMAGES} training images; delete some first",
                                 code="too_many_training_images")
         return self.datasets.add_item(tenant_id, model_id, data, declared_mime)
 
@@ -147,10 +140,10 @@ class CustomModelService:
         items = self.datasets.items(tenant_id, model_id)
         least = self.services.settings.custom_min_images
         if len(items) < least:
-            raise Unprocessable(f"a training needs at least {least} training images; this model has {len(items)}",
+            raise Conflict(f"a training needs at least {least} training images; this model has {len(items)}",
                                 code="not_enough_training_images")
         if len(items) > MAX_TRAINING_IMAGES:
-            raise Unprocessable(f"a training takes at most {MAX_TRAINING_IMAGES} images; this model has {len(items)}",
+            raise Conflict(f"a training takes at most {MAX_TRAINING_IMAGES} images; this model has {len(items)}",
                                 code="too_many_training_images")
         base = self.base_model(tenant_id)
         trigger = t.trigger_word(self.trigger_words(tenant_id))
