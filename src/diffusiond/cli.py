@@ -198,11 +198,14 @@ class _CliContext:
     def report_metrics(self, metrics: Mapping[str, float]) -> None:
         pass
 
+    def report_preview(self, image: Image.Image) -> None:
+        pass
+
     def is_canceled(self) -> bool:
         return False
 
     def save_image(self, image: Image.Image, seed: int, finish_reason: str = "SUCCESS",
-                   format: ImageFormat = ImageFormat.PNG) -> None:
+                   format: ImageFormat = ImageFormat.PNG, *, parameters: str | None = None) -> None:
         raise NotImplementedError("the CLI writes the engine's images itself")
 
     def save_model_file(self, path: Path, *, name: str, format: str) -> None:

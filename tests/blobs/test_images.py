@@ -76,3 +76,14 @@ def test_decompression_bomb_refused_from_header() -> None:
     with pytest.raises(InvalidParams) as e:
         decode_upload(data, **LIMITS)
     assert e.value.code == "invalid_image_dimensions"
+
+
+def test_text_chunks_round_trip_in_png_jpeg_and_webp() -> None:
+    from diffusiond.blobs.images import encode_image, png_text
+
+    image = Image.new("RGB", (16, 16), (10, 200, 30))
+    text = "a cat\nSteps: 4, Seed: 1, Size: 16x16"
+    for fmt in ("png", "jpeg", "webp"):
+        assert png_text(encode_image(image, fmt, text={"parameters": text}))["parameters"] == text, fmt
+    assert png_text(encode_image(image, "png")) == {}
+    assert png_text(encode_image(image, "png", text={"parameters": "ünïcode"}))["parameters"] == "ünïcode"

@@ -49,12 +49,16 @@ class Context:
     images: dict[str, Image.Image] = field(default_factory=dict)
     progress: list[tuple[int, float]] = field(default_factory=list)
     cancel_after: int | None = None
+    previews: list[Image.Image] = field(default_factory=list)
 
     def load_image(self, ref: ImageRef) -> Image.Image:
         return self.images[ref.blob_key].copy()
 
     def report_progress(self, image_index: int, fraction: float) -> None:
         self.progress.append((image_index, fraction))
+
+    def report_preview(self, image: Image.Image) -> None:
+        self.previews.append(image)
 
     def is_canceled(self) -> bool:
         return self.cancel_after is not None and len(self.progress) >= self.cancel_after

@@ -46,3 +46,41 @@ def test_eta_noise_seed_delta_moves_only_stochastic_samplers(engine: Engine, ctx
     assert run(Sampler.DDIM, 0) == run(Sampler.DDIM, 31337)
     # an ancestral sampler draws its per-step noise from seed + delta
     assert run(Sampler.K_EULER_ANCESTRAL, 0) != run(Sampler.K_EULER_ANCESTRAL, 31337)
+
+
+def test_variation_seeds_move_from_the_seed_to_the_subseed(engine: Engine, ctx: Context) -> None:
+    def run(seed: int, subseed: int = 0, strength: float = 0.0, count: int = 1) -> list[bytes]:
+        d = diffusion(subseed=subseed, subseed_strength=strength)
+        return [g.image.tobytes() for g in engine.run(GenerateSpec(stages=(Txt2Img(d),), count=count, seed=seed), ctx)]
+
+    plain, other = run(21)[0], run(40)[0]
+    assert run(21, subseed=40, strength=0.0)[0] == plain
+    assert run(21, subseed=40, strength=1.0)[0] == other  # all the way: the subseed's own noise
+    half = run(21, subseed=40, strength=0.5)[0]
+    assert half not in (plain, other)
+    # a variation batch keeps the seed and steps the subseed (A1111): image 1 is subseed 41's variation
+    batch = run(21, subseed=40, strength=1.0, count=2)
+    assert batch[1] == run(41)[0]
+
+
+def test_variation_seeds_are_refused_outside_text_to_image(engine: Engine, ctx: Context) -> None:
+    import pytest
+    from PIL import Image
+
+    from diffusiond.domain.errors import InvalidParams
+    from diffusiond.domain.params import Img2Img
+
+    init = ctx.put("init", Image.new("RGB", (64, 64), (200, 20, 20)))
+    stage = Img2Img(diffusion(subseed=3, subseed_strength=0.5), init=init, strength=0.5)
+    with pytest.raises(InvalidParams, match="text-to-image only"):
+        engine.run(GenerateSpec(stages=(stage,), seed=1), ctx)
+
+
+def test_previews_come_only_for_jobs_that_ask(engine: Engine) -> None:
+    from tests.engine.conftest import Context as Ctx
+
+    quiet, watched = Ctx(), Ctx()
+    engine.run(GenerateSpec(stages=(Txt2Img(diffusion()),), seed=2), quiet)
+    engine.run(GenerateSpec(stages=(Txt2Img(diffusion()),), seed=2, preview_seconds=1e-9), watched)
+    assert quiet.previews == []
+    assert watched.previews and watched.previews[0].size == (64, 64)

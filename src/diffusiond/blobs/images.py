@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 
 from diffusiond.domain.errors import InvalidParams, PayloadTooLarge
 from diffusiond.domain.limits import MAX_UPLOAD_SIDE
@@ -91,23 +94,60 @@ IMAGE_FORMATS: dict[str, tuple[str, str]] = {  # format -> (mime, file extension
 }
 
 
-def encode_image(image: Image.Image, format: str = "png") -> bytes:
-    """An output image in `format` (png, jpeg or webp); JPEG drops any alpha channel."""
+def encode_image(image: Image.Image, format: str = "png", *, text: Mapping[str, str] | None = None) -> bytes:
+    """An output image in `format` (png, jpeg or webp); JPEG drops any alpha channel.
+
+    `text` becomes PNG tEXt/iTXt chunks (A1111 keeps its generation parameters in `parameters`);
+    JPEG and WebP carry it as the EXIF UserComment, as A1111 writes them.
+    """
     if format == "png":
-        return encode_png(image)
+        return encode_png(image, text=text)
     buf = io.BytesIO()
+    extra: dict[str, Any] = {}
+    if text and "parameters" in text:
+        exif = Image.Exif()
+        exif[0x9286] = text["parameters"]  # UserComment
+        extra["exif"] = exif.tobytes()
     if format == "jpeg":
-        image.convert("RGB").save(buf, format="JPEG", quality=92)
+        image.convert("RGB").save(buf, format="JPEG", quality=92, **extra)
     else:
-        image.save(buf, format="WEBP", quality=92)
+        image.save(buf, format="WEBP", quality=92, **extra)
     return buf.getvalue()
 
 
-def encode_png(image: Image.Image, *, compress_level: int = 1) -> bytes:
+def encode_png(image: Image.Image, *, compress_level: int = 1, text: Mapping[str, str] | None = None) -> bytes:
     """PNG bytes; a low compression level because encoding sits on the request path."""
     buf = io.BytesIO()
-    image.save(buf, format="PNG", compress_level=compress_level)
+    info = None
+    if text:
+        info = PngInfo()
+        for key, value in text.items():
+            if value.isascii():
+                info.add_text(key, value)
+            else:
+                info.add_itxt(key, value)
+    image.save(buf, format="PNG", compress_level=compress_level, pnginfo=info)
     return buf.getvalue()
+
+
+def png_text(data: bytes) -> dict[str, str]:
+    """The text chunks of a PNG (tEXt, zTXt, iTXt), or the EXIF UserComment of a JPEG or WebP."""
+    with Image.open(io.BytesIO(data)) as img:
+        found = {k: v for k, v in getattr(img, "text", {}).items() if isinstance(v, str)}
+        if not found:
+            exif = img.getexif()
+            comment = exif.get_ifd(0x8769).get(0x9286) or exif.get(0x9286)
+            if isinstance(comment, bytes):
+                head, body = comment[:8], comment[8:]
+                if head.startswith(b"UNICODE"):
+                    comment = body.decode("utf-16-be", "replace")
+                elif head.startswith(b"ASCII"):
+                    comment = body.decode("ascii", "replace")
+                else:
+                    comment = comment.decode("utf-8", "replace")
+            if isinstance(comment, str) and comment.strip("\0"):
+                found["parameters"] = comment.strip("\0")
+        return found
 
 
 def open_image(data: bytes) -> Image.Image:

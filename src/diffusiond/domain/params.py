@@ -112,6 +112,11 @@ class Diffusion:
     embeddings: tuple[EmbeddingRef, ...] = ()
     vae: str | None = None
     style_preset: str | None = None
+    # A1111's variation seeds: the initial noise is the seed's noise slerped towards the subseed's
+    # by `subseed_strength` (0 = the seed alone). Image i of a job uses subseed + i.
+    subseed: int = 0
+    subseed_strength: float = 0.0
+    tiling: bool = False  # seamless output: convolutions pad circularly, so the image tiles
 
 
 @dataclass(frozen=True)
@@ -201,3 +206,12 @@ class GenerateSpec:
     seed: int = 0
     init: ImageRef | None = None  # inputInitialize.imageResourceId
     output_format: ImageFormat = ImageFormat.PNG
+    # Store a decoded preview of the running image at most this often (A1111's live previews); 0: never.
+    preview_seconds: float = 0.0
+
+    def image_seeds(self) -> list[int]:
+        """The seed of each image: seed + i; with variation seeds (A1111) every image shares the seed
+        and its subseed steps instead."""
+        first = self.stages[0] if self.stages else None
+        varied = isinstance(first, Txt2Img) and first.diffusion.subseed_strength > 0
+        return [self.seed if varied else self.seed + i for i in range(self.count)]

@@ -110,6 +110,7 @@ def generate_spec_from_json(raw: str) -> GenerateSpec:
     stages: list[Stage] = [_decode_dataclass(STAGE_TYPES[s["kind"]], s) for s in data["stages"]]
     init = _decode_dataclass(ImageRef, data["init"]) if data.get("init") else None
     return GenerateSpec(stages=tuple(stages), count=data["count"], seed=data["seed"], init=init,
-                        output_format=ImageFormat(data.get("output_format", "png")))
+                        output_format=ImageFormat(data.get("output_format", "png")),
+                        preview_seconds=float(data.get("preview_seconds", 0.0)))
 
 

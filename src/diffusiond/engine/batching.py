@@ -70,12 +70,12 @@ def run_batch(
             d = spec.stages[0].diffusion  # type: ignore[union-attr]
             c = encode_prompts(pipe, d, cached.device, is_sdxl=False)
             job = _Job(spec, ctx)
-            for i in range(spec.count):
+            for seed in spec.image_seeds():
                 job.rows.append(len(seeds))
                 cond.append(c.prompt_embeds)
                 uncond.append(c.negative_prompt_embeds)
                 scales.append(d.cfg_scale)
-                seeds.append(spec.seed + i)
+                seeds.append(seed)
             jobs.append(job)
         if len({t.shape for t in cond + uncond}) != 1:  # e.g. long prompts chunked to other lengths
             return [_run_alone(engine, spec, ctx) for spec, ctx in items]

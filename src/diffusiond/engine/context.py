@@ -31,10 +31,16 @@ class WorkContext(Protocol):
         """The latest figures of a long job (a training's step, loss, ETA); visible with its status."""
         ...
 
+    def report_preview(self, image: Image.Image) -> None:
+        """A picture of the running image, for clients that show live previews."""
+        ...
+
     def is_canceled(self) -> bool: ...
 
     def save_image(self, image: Image.Image, seed: int, finish_reason: str = "SUCCESS",
-                   format: ImageFormat = ImageFormat.PNG) -> None: ...
+                   format: ImageFormat = ImageFormat.PNG, *, parameters: str | None = None) -> None:
+        """An output image; `parameters` (A1111's infotext) goes into a PNG's `parameters` text chunk."""
+        ...
 
     def save_model_file(self, path: Path, *, name: str, format: str) -> None:
         """A model file this job made (a LoRA, a merged checkpoint); the file is moved into the job's keeping."""

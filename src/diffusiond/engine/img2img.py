@@ -45,6 +45,8 @@ def run(
     """Re-diffuse each init image (one per seed); the output keeps each init image's size."""
     # 1. Check inputs
     check_inputs(inits, seeds, strength, step_schedule_end)
+    if diffusion.subseed_strength:
+        raise InvalidParams("variation seeds (subseed_strength) apply to text-to-image only", field="subseed_strength")
     # 2. Strength 0 means "keep the image": no noise is added, so nothing may change
     if strength == 0.0:
         return [image.copy() for image in inits]

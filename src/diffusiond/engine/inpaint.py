@@ -104,6 +104,8 @@ def run(
     # 1. Check inputs
     if not (len(inits) == len(masks) == len(seeds)):
         raise InvalidParams("one init image and mask per output image is required")
+    if diffusion.subseed_strength:
+        raise InvalidParams("variation seeds (subseed_strength) apply to text-to-image only", field="subseed_strength")
     if fill == InpaintFill.LATENT_NOISE:
         strength = 1.0
     # 2. Prepare images: RGB at a multiple of 8, masked content filled

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from diffusiond.engine.context import Canceled, WorkContext
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -16,6 +20,8 @@ class StepCallback:
     Progress is the job's overall fraction: stage `stage` of `stages`, scaled by steps done.
     `stop_at` (0..1] ends the schedule early (Stability's `step_schedule_end`): the pipeline's
     `_interrupt` flag makes diffusers skip the remaining steps and decode the current latents.
+    With `preview_seconds`, the first image's current latents are decoded and handed to the context
+    at most that often, the first time that long after the callback was made (short jobs pay nothing).
     """
 
     ctx: WorkContext
@@ -23,6 +29,8 @@ class StepCallback:
     stage: int = 0
     stages: int = 1
     stop_at: float | None = None
+    preview_seconds: float = 0.0
+    _last_preview: float = field(default_factory=time.monotonic)
 
     def check_canceled(self) -> None:
         if self.ctx.is_canceled():
@@ -38,7 +46,25 @@ class StepCallback:
         fraction = (self.stage + done) / self.stages
         for index in self.indices:
             self.ctx.report_progress(index, fraction)
+        if self.preview_seconds and time.monotonic() - self._last_preview >= self.preview_seconds:
+            self._last_preview = time.monotonic()
+            self.preview(pipe, kwargs.get("latents"))
         return kwargs
+
+    def preview(self, pipe: Any, latents: Any) -> None:
+        """Decode the first image's latents and hand them over; a preview never fails the job."""
+        if latents is None:
+            return
+        try:
+            import torch
+
+            with torch.no_grad():
+                vae = pipe.vae
+                decoded = vae.decode(latents[:1].to(vae.dtype) / vae.config.scaling_factor, return_dict=False)[0]
+                image = pipe.image_processor.postprocess(decoded, output_type="pil")[0]
+            self.ctx.report_preview(image)
+        except Exception:
+            log.warning("preview failed", exc_info=True)
 
 
 def cpu_generators(seeds: Sequence[int]) -> list[Any]:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from diffusiond.domain.errors import InvalidParams
+from diffusiond.domain.infotext import infotext
 from diffusiond.domain.limits import MAX_IMAGES_PER_JOB
 from diffusiond.domain.models import ModelKind
 from diffusiond.domain.params import (
@@ -105,13 +106,14 @@ class Engine:
             raise InvalidParams("a job needs at least one stage")
         if not 1 <= spec.count <= MAX_IMAGES_PER_JOB:
             raise InvalidParams(f"count must be between 1 and {MAX_IMAGES_PER_JOB}", field="samples")
-        seeds = [spec.seed + i for i in range(spec.count)]
+        seeds = spec.image_seeds()
         images: list[Image.Image] | None = None
         # 2. Run the stages, each on the previous stage's images
         for index, stage in enumerate(spec.stages):
             from diffusiond.engine.progress import StepCallback
 
-            callback = StepCallback(ctx, list(range(spec.count)), index, len(spec.stages))
+            callback = StepCallback(ctx, list(range(spec.count)), index, len(spec.stages),
+                                    preview_seconds=spec.preview_seconds)
             callback.check_canceled()
             inputs = self._inputs(stage, images, spec.init if index == 0 else None, ctx, spec.count)
             images = self._run_stage(stage, inputs, seeds, callback)
@@ -311,6 +313,7 @@ class Engine:
         """LoRAs, embeddings and the VAE override on the shared modules, for this job only."""
         from diffusiond.engine.embeddings import applied_embeddings
         from diffusiond.engine.lora import applied_loras
+        from diffusiond.engine.tiling import circular_padding
         from diffusiond.engine.vae import swapped_vae
 
         vae = cached.vae(diffusion.vae, self._resolver) if diffusion.vae is not None else None
@@ -318,6 +321,8 @@ class Engine:
             stack.enter_context(applied_loras(cached.base, diffusion.loras, self._resolver, cached.loras))
             stack.enter_context(applied_embeddings(cached.base, diffusion.embeddings, self._resolver))
             stack.enter_context(swapped_vae(cached.pipelines(), vae))
+            modules = [cached.base.unet, *(pipe.vae for pipe in cached.pipelines())]
+            stack.enter_context(circular_padding(modules, diffusion.tiling))
             yield
 
 
@@ -328,8 +333,9 @@ class GenerateHandler:
         self.engine = engine
 
     def run(self, spec: GenerateSpec, ctx: WorkContext) -> None:
-        for generated in self.engine.run(spec, ctx):
-            ctx.save_image(generated.image, generated.seed, generated.finish_reason, spec.output_format)
+        for i, generated in enumerate(self.engine.run(spec, ctx)):
+            ctx.save_image(generated.image, generated.seed, generated.finish_reason, spec.output_format,
+                           parameters=infotext(spec, i))
 
     def run_batch(self, items: Sequence[tuple[GenerateSpec, WorkContext]]) -> list[BaseException | None]:
         outcomes: list[BaseException | None] = []
@@ -337,7 +343,8 @@ class GenerateHandler:
             if isinstance(outcome, BaseException):
                 outcomes.append(outcome)
                 continue
-            for generated in outcome:
-                ctx.save_image(generated.image, generated.seed, generated.finish_reason, spec.output_format)
+            for i, generated in enumerate(outcome):
+                ctx.save_image(generated.image, generated.seed, generated.finish_reason, spec.output_format,
+                               parameters=infotext(spec, i))
             outcomes.append(None)
         return outcomes

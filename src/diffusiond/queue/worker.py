@@ -52,6 +52,7 @@ class Output:
     path: Path | None = None
     name: str = ""
     document: Any = None
+    parameters: str | None = None  # an image's A1111 infotext, for its PNG text chunk
 
 
 class JobContext:
@@ -72,6 +73,7 @@ class JobContext:
         self._pending: dict[str, float] = {}
         self._metrics: dict[str, float] | None = None
         self._scratch: Path | None = None
+        self._previewed = False
 
     @property
     def checkpoint_key(self) -> str:
@@ -89,10 +91,19 @@ class JobContext:
         with self._lock:
             self._metrics = {k: float(v) for k, v in metrics.items()}
 
+    def report_preview(self, image: Image.Image) -> None:
+        """Kept as a small PNG blob beside the job's outputs, replaced by each newer preview."""
+        self.blobs.put(self.preview_key, encode_image(image, "png"), "image/png")
+        self._previewed = True
+
+    @property
+    def preview_key(self) -> str:
+        return preview_key(self.claim.job.tenant_id, self.claim.job.id)
+
     def save_image(self, image: Image.Image, seed: int, finish_reason: str = "SUCCESS",
-                   format: ImageFormat = ImageFormat.PNG) -> None:
+                   format: ImageFormat = ImageFormat.PNG, *, parameters: str | None = None) -> None:
         self.outputs.append(Output(ArtifactKind.IMAGE, image=image, seed=seed, finish_reason=finish_reason,
-                                   format=format.value))
+                                   format=format.value, parameters=parameters))
 
     def save_model_file(self, path: Path, *, name: str, format: str) -> None:
         # Moved into this job's keeping (a rename on one filesystem): the handler may clean up its own
@@ -108,6 +119,8 @@ class JobContext:
         self.outputs.clear()
         if self._scratch is not None:
             shutil.rmtree(self._scratch, ignore_errors=True)
+        if self._previewed:
+            self.blobs.delete(self.preview_key)
 
     def save_document(self, name: str, data: Any) -> None:
         self.outputs.append(Output(ArtifactKind.DOCUMENT, name=name, document=data))
@@ -329,7 +342,8 @@ class Worker:
             assert output.image is not None
             mime, extension = IMAGE_FORMATS[output.format]
             key = f"{stem}.{extension}"
-            self.blobs.put(key, encode_image(output.image, output.format), mime)
+            text = {"parameters": output.parameters} if output.parameters else None
+            self.blobs.put(key, encode_image(output.image, output.format, text=text), mime)
             return NewArtifact.image(key, output.image.width, output.image.height, output.seed, output.finish_reason,
                                      mime=mime)
         if output.kind is ArtifactKind.MODEL:
@@ -353,6 +367,11 @@ class Worker:
             self.blobs.delete(ctx.checkpoint_key)
         except Exception:
             log.exception("worker %s: deleting the checkpoint of job %s failed", self.worker_id, ctx.claim.job.id)
+
+
+def preview_key(tenant_id: str, job_id: str) -> str:
+    """Where a running job's latest live preview is kept (see `JobContext.report_preview`)."""
+    return f"outputs/{tenant_id}/{job_id}/preview.png"
 
 
 def file_sha256(path: Path) -> str:

@@ -7,6 +7,7 @@ reports it in its own error shape.
 
 from __future__ import annotations
 
+from diffusiond.domain.infotext import SAMPLER_TITLES as SAMPLER_TITLES
 from diffusiond.domain.params import InpaintFill, Sampler, Schedule
 
 SAMPLERS: dict[str, Sampler] = {
@@ -15,13 +16,6 @@ SAMPLERS: dict[str, Sampler] = {
     "dpm++ 2s a": Sampler.K_DPMPP_2S_ANCESTRAL, "dpm++ 2m": Sampler.K_DPMPP_2M, "dpm++ sde": Sampler.K_DPMPP_SDE,
     "ddim": Sampler.DDIM, "ddpm": Sampler.DDPM, "unipc": Sampler.UNIPC, "plms": Sampler.PNDM, "pndm": Sampler.PNDM,
     **{s.value.lower(): s for s in Sampler},
-}
-# The names A1111's /sdapi/v1/samplers lists for the samplers above (one per core sampler).
-SAMPLER_TITLES: dict[Sampler, str] = {
-    Sampler.K_EULER_ANCESTRAL: "Euler a", Sampler.K_EULER: "Euler", Sampler.K_LMS: "LMS", Sampler.K_HEUN: "Heun",
-    Sampler.K_DPM_2: "DPM2", Sampler.K_DPM_2_ANCESTRAL: "DPM2 a", Sampler.K_DPMPP_2S_ANCESTRAL: "DPM++ 2S a",
-    Sampler.K_DPMPP_2M: "DPM++ 2M", Sampler.K_DPMPP_SDE: "DPM++ SDE", Sampler.DDIM: "DDIM", Sampler.DDPM: "DDPM",
-    Sampler.UNIPC: "UniPC", Sampler.PNDM: "PLMS",
 }
 SCHEDULES: dict[str, Schedule] = {
     "": Schedule.DEFAULT, "automatic": Schedule.DEFAULT, "default": Schedule.DEFAULT, "uniform": Schedule.DEFAULT,
