@@ -118,6 +118,15 @@ def test_create_get_rename_and_soft_delete_a_model(api: Api, services: Services)
         assert row is not None and row.deleted_at is not None
 
 
+@pytest.mark.parametrize("model_id", ["%00", "abc%0A", "x" * 65, "%C3%A9t%C3%A9", "a.b"])
+def test_ids_that_cannot_exist_are_404(api: Api, model_id: str) -> None:
+    assert_error(api.c.get(f"{BASE}/models/{model_id}"), 404, "model_not_found")
+    assert_error(api.c.get(f"{BASE}/predictions/{model_id}"), 404, "prediction_not_found")
+    real = api.create_model()
+    assert_error(api.c.get(f"{BASE}/models/{real}/data/{model_id}"), 404, "data_not_found")
+    assert_error(api.c.delete(f"{BASE}/models/{real}/trainings/{model_id}"), 404, "training_not_found")
+
+
 @pytest.mark.parametrize("body,code", [
     ({}, "invalid_display_name"),
     ({"displayName": ""}, "invalid_display_name"),

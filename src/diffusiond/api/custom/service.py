@@ -3,8 +3,8 @@
 Every lookup is the tenant's own: another tenant's id, a soft-deleted one and an id the core keeps
 for another dialect (a `/v1/jobs` job, another dialect's dataset) are all NotFound, with this API's
 codes. Nothing is written before a request is known to be valid: an upload is validated before it
-is stored, a training's pictures are copied only once the training is sure to be submitted (and
-removed again if the submit is refused).
+is stored, and a training's pictures are copied only after its spec is checked (and removed again
+if the submit is refused).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from diffusiond.services import Services
 
 DIALECT = "custom"
 MODEL_STATUS = "custom_model"  # the datasets this API made (other dialects' datasets are not models here)
-_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # ids this API hands out; anything else cannot exist
+_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # ids this API hands out; anything else cannot exist
 _LIST_LIMIT = 1000
 
 
@@ -71,7 +71,7 @@ class CustomModelService:
 
     def model(self, tenant_id: str, model_id: str) -> Dataset:
         missing = NotFound(f"model {model_id[:64]!r} not found", code="model_not_found")
-        if not _ID.match(model_id):
+        if not _ID.fullmatch(model_id):
             raise missing
         try:
             model = self.datasets.get(tenant_id, model_id)
@@ -106,7 +106,7 @@ class CustomModelService:
     def image(self, tenant_id: str, model_id: str, data_id: str) -> DatasetItem:
         self.model(tenant_id, model_id)
         missing = NotFound(f"training image {data_id[:64]!r} not found", code="data_not_found")
-        if not _ID.match(data_id):
+        if not _ID.fullmatch(data_id):
             raise missing
         try:
             return self.datasets.item(tenant_id, model_id, data_id)
@@ -199,7 +199,7 @@ class CustomModelService:
     def training(self, tenant_id: str, model_id: str, training_id: str) -> Job:
         self.model(tenant_id, model_id)
         missing = NotFound(f"training {training_id[:64]!r} not found", code="training_not_found")
-        if not _ID.match(training_id):
+        if not _ID.fullmatch(training_id):
             raise missing
         try:
             job = self.jobs.get(tenant_id, training_id, with_queue=True)
@@ -278,7 +278,7 @@ class CustomModelService:
 
     def prediction(self, tenant_id: str, prediction_id: str) -> Job:
         missing = NotFound(f"prediction {prediction_id[:64]!r} not found", code="prediction_not_found")
-        if not _ID.match(prediction_id):
+        if not _ID.fullmatch(prediction_id):
             raise missing
         try:
             job = self.jobs.get(tenant_id, prediction_id)
