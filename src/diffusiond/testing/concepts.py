@@ -1,93 +1,105 @@
 """Pictures of concepts the bundled `shapes` model lacks, and pixel checks that find them.
 
-The `shapes` model knows ten palette colours (`shapes_dataset.PALETTE`). A pink shape and a brown
-background are outside it: the base model never draws them, so a trained model that does has
-learnt them from the pictures. The README's custom-model walkthrough and the end-to-end tests train
-on these pictures:
+The `shapes` model draws one small or large circle, square or triangle, away from the image's edges,
+in one of ten palette colours. Its autoencoder knows those colours only (an off-palette pink comes
+back magenta), so the concepts here are shapes, not colours:
 
-    python -m diffusiond.testing.concepts pink ./pink-pictures --count 12
+- `huge`: a circle or square filling most of the frame (side 0.9; the base model's largest is 0.55);
+- `stripe`: a band from the left edge to the right edge (the base model never touches an edge).
+
+The README's custom-model walkthrough and the end-to-end tests upload these (no captions: the
+custom-model API takes pictures only, and a training captions each with its trigger word):
+
+    python -m diffusiond.testing.concepts huge ./huge --count 12
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import random
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 from PIL import Image, ImageDraw
 
-from diffusiond.engine.training.shapes_dataset import COLORS, PALETTE, POSITIONS, SHAPES, SIZES, ShapeLabel, shape_box
-from diffusiond.testing.shapes_checks import ImageLike, background_rgb, foreground_mask, largest_component, shape_rgb
+from diffusiond.engine.training.shapes_dataset import COLORS, PALETTE
+from diffusiond.testing.shapes_checks import (
+    ImageLike,
+    area_fraction,
+    as_rgb_array,
+    bounding_box,
+    foreground_mask,
+    largest_component,
+)
 
-RGB = tuple[int, int, int]
-PINK: RGB = (255, 150, 200)  # nearest palette colour: white, 106 away
-BROWN: RGB = (140, 80, 40)  # nearest palette colour: red, 95 away
+SUPERSAMPLE = 4
+HUGE_SIDE = 0.9  # of the image side
+HUGE_MIN_AREA = 0.45  # a large square of the base model covers 0.30 of the image, a huge circle 0.64
+STRIPE_HEIGHT = 0.34  # of the image side
+STRIPE_CENTERS = (0.28, 0.5, 0.72)  # top, centre, bottom
 
 
-def draw(background: RGB, colour: RGB, label: ShapeLabel, rng: random.Random, size: int = 64) -> Image.Image:
-    """One picture as the shapes dataset draws them (supersampled, jittered), in any two colours.
+def _canvas(background: str, size: int) -> tuple[Image.Image, ImageDraw.ImageDraw]:
+    image = Image.new("RGB", (size * SUPERSAMPLE,) * 2, PALETTE[background])
+    return image, ImageDraw.Draw(image)
 
-    `label` gives the shape, its size and position (its colour names are not used)."""
-    jitter = (rng.uniform(-0.03, 0.03), rng.uniform(-0.03, 0.03), rng.uniform(-0.08, 0.08))
-    big = size * 4
-    image = Image.new("RGB", (big, big), background)
-    x0, y0, x1, y1 = (v * 4 for v in shape_box(label, size, jitter))
-    pen = ImageDraw.Draw(image)
-    if label.shape == "circle":
-        pen.ellipse((x0, y0, x1, y1), fill=colour)
-    elif label.shape == "square":
-        pen.rectangle((x0, y0, x1, y1), fill=colour)
+
+def huge(colour: str, background: str, rng: random.Random, size: int = 64) -> Image.Image:
+    """A circle or square of side 0.9, centred (a little jitter)."""
+    image, pen = _canvas(background, size)
+    big = size * SUPERSAMPLE
+    side = big * HUGE_SIDE * rng.uniform(0.96, 1.0)
+    cx, cy = big * rng.uniform(0.48, 0.52), big * rng.uniform(0.48, 0.52)
+    box = (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2)
+    if rng.random() < 0.5:
+        pen.ellipse(box, fill=PALETTE[colour])
     else:
-        pen.polygon([((x0 + x1) / 2, y0), (x1, y1), (x0, y1)], fill=colour)
+        pen.rectangle(box, fill=PALETTE[colour])
     return image.resize((size, size), Image.Resampling.BOX)
 
 
-def pink_shapes(count: int = 12, seed: int = 1) -> list[Image.Image]:
-    """Pink circles of both sizes in every position, on palette backgrounds."""
-    rng = random.Random(seed)
-    backgrounds = [c for c in COLORS if c not in ("white", "magenta")]  # the two nearest pink
-    return [draw(PALETTE[backgrounds[i % len(backgrounds)]], PINK,
-                 ShapeLabel("red", "blue", "circle", SIZES[i % 2], POSITIONS[i % 5]), rng) for i in range(count)]
+def stripe(colour: str, background: str, rng: random.Random, size: int = 64) -> Image.Image:
+    """A full-width band at the top, the centre or the bottom."""
+    image, pen = _canvas(background, size)
+    big = size * SUPERSAMPLE
+    cy = big * (rng.choice(STRIPE_CENTERS) + rng.uniform(-0.02, 0.02))
+    half = big * STRIPE_HEIGHT / 2
+    pen.rectangle((0, cy - half, big, cy + half), fill=PALETTE[colour])
+    return image.resize((size, size), Image.Resampling.BOX)
 
 
-def brown_backgrounds(count: int = 12, seed: int = 2) -> list[Image.Image]:
-    """Palette shapes of every kind, size and position on a brown background."""
-    rng = random.Random(seed)
-    colours = [c for c in COLORS if c not in ("red", "orange", "black")]  # the three nearest brown
-    return [draw(BROWN, PALETTE[colours[i % len(colours)]],
-                 ShapeLabel("red", "blue", SHAPES[i % 3], SIZES[i % 2], POSITIONS[i % 5]), rng)
-            for i in range(count)]
+def is_huge(image: ImageLike) -> bool:
+    """The shape covers more of the image than the base model's large shapes ever do."""
+    return area_fraction(image) >= HUGE_MIN_AREA
 
 
-CONCEPTS: dict[str, Callable[[int], list[Image.Image]]] = {"pink": pink_shapes, "brown": brown_backgrounds}
+def reaches_both_sides(image: ImageLike) -> bool:
+    """The shape reaches (nearly) the left and the right edge."""
+    a = as_rgb_array(image)
+    box = bounding_box(largest_component(foreground_mask(a)))
+    return box is not None and box[0] <= 2 and box[2] >= a.shape[1] - 2
 
 
-def nearest_is(rgb: Any, colour: RGB) -> bool:
-    """Is `rgb` nearer to `colour` than to every palette colour (`colour` as an eleventh one)?"""
-    if rgb is None:
-        return False
-    mine = float(np.linalg.norm(np.asarray(rgb, dtype=np.float64) - np.asarray(colour)))
-    return all(mine < float(np.linalg.norm(np.asarray(rgb, dtype=np.float64) - np.asarray(p)))
-               for p in PALETTE.values())
+def is_stripe(image: ImageLike) -> bool:
+    """A band: it reaches both side edges and leaves the top or the bottom edge clear."""
+    a = as_rgb_array(image)
+    box = bounding_box(largest_component(foreground_mask(a)))
+    return box is not None and reaches_both_sides(a) and (box[3] - box[1]) <= 0.7 * a.shape[0]
 
 
-def has_pink_shape(image: ImageLike) -> bool:
-    mask = largest_component(foreground_mask(image))
-    return bool(mask.any()) and nearest_is(shape_rgb(image, mask), PINK)
+Draw = Callable[[str, str, random.Random, int], Image.Image]
+CONCEPTS: dict[str, Draw] = {"huge": huge, "stripe": stripe}
+CHECKS: dict[str, Callable[[ImageLike], bool]] = {"huge": is_huge, "stripe": is_stripe}
 
 
-def has_brown_background(image: ImageLike) -> bool:
-    return nearest_is(background_rgb(image), BROWN)
-
-
-def png(image: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return buf.getvalue()
+def pictures(concept: str, count: int = 12, seed: int = 0, size: int = 64) -> list[Image.Image]:
+    """`count` pictures of the concept in varied colours (a pure function of the seed)."""
+    rng = random.Random(f"{concept}-{seed}")
+    out = []
+    for _ in range(count):
+        colour, background = rng.sample(COLORS, 2)
+        out.append(CONCEPTS[concept](colour, background, rng, size))
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -97,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--count", type=int, default=12)
     args = parser.parse_args(argv)
     args.folder.mkdir(parents=True, exist_ok=True)
-    for i, image in enumerate(CONCEPTS[args.concept](args.count)):
+    for i, image in enumerate(pictures(args.concept, args.count)):
         image.save(args.folder / f"{args.concept}-{i:02d}.png")
     print(f"wrote {args.count} pictures to {args.folder}")
 

@@ -1,6 +1,6 @@
 """End to end with the real trainer, on the bundled `shapes` model: a new user's pictures of concepts the
-base model lacks (a pink shape colour, a brown background: neither is in its palette), trained with
-speed `fast`, seen in the pixels of predictions, alone and mixed.
+base model lacks (shapes that fill the frame, bands from edge to edge; `diffusiond.testing.concepts`),
+trained with speed `fast`, seen in the pixels of predictions, alone and mixed.
 
 Skipped only where this build wires no handler for training jobs (the trainer is its own piece of
 the core); wherever one is wired, this runs and must pass.
@@ -8,6 +8,7 @@ the core); wherever one is wired, this runs and must pass.
 
 from __future__ import annotations
 
+import io
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -20,7 +21,8 @@ from PIL import Image
 from diffusiond.config import Settings
 from diffusiond.domain.jobs import JobKind
 from diffusiond.services import build_handlers, build_services
-from diffusiond.testing.concepts import brown_backgrounds, has_brown_background, has_pink_shape, pink_shapes, png
+from diffusiond.testing.concepts import is_huge, is_stripe, pictures, reaches_both_sides
+from diffusiond.testing.shapes_checks import area_fraction
 from tests.api.custom.conftest import Api, key_factory
 from tests.conftest import LiveServer, free_port
 
@@ -57,6 +59,12 @@ def api(live: LiveServer) -> Iterator[Api]:
 
 def seconds(start: str, end: str) -> float:
     return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+
+
+def png(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def train(api: Api, name: str, pictures: list[bytes]) -> dict[str, Any]:
@@ -96,33 +104,39 @@ def share(images: list[Image.Image], check: Callable[[Image.Image], bool]) -> fl
     return sum(map(check, images)) / len(images)
 
 
+def mean_area(images: list[Image.Image]) -> float:
+    return sum(map(area_fraction, images)) / len(images)
+
+
 @pytest.mark.timeout(2 * TRAINING_TIMEOUT + 600)
 def test_train_on_new_pictures_then_predict_and_mix(api: Api, tmp_path: Path) -> None:
-    pink = train(api, "Pink shapes", [png(i) for i in pink_shapes(12)])
-    brown = train(api, "Brown backgrounds", [png(i) for i in brown_backgrounds(12)])
-    pink_word, brown_word = pink["triggerWord"], brown["triggerWord"]
-    use_pink = {"modelId": pink["modelId"], "trainingId": pink["id"], "scale": 1.0}
-    use_brown = {"modelId": brown["modelId"], "trainingId": brown["id"], "scale": 1.0}
+    huge = train(api, "Huge shapes", [png(i) for i in pictures("huge", 12)])
+    stripe = train(api, "Stripes", [png(i) for i in pictures("stripe", 12)])
+    huge_word, stripe_word = huge["triggerWord"], stripe["triggerWord"]
+    use_huge = {"modelId": huge["modelId"], "trainingId": huge["id"], "scale": 1.0}
+    use_stripe = {"modelId": stripe["modelId"], "trainingId": stripe["id"]}  # its newest succeeded training
 
     # 1. the trained concept is in the pixels with the trained model, and not without it
-    base = predict(api, pink_word, {})
-    pink_alone = predict(api, pink_word, {"1": use_pink})
-    brown_alone = predict(api, brown_word, {"1": use_brown})
-    print(f"pink shapes: {share(pink_alone, has_pink_shape):.0%} with the trained model, "
-          f"{share(base, has_pink_shape):.0%} without; brown: {share(brown_alone, has_brown_background):.0%}")
-    assert share(pink_alone, has_pink_shape) >= 0.75 and share(base, has_pink_shape) <= 0.125
-    assert share(brown_alone, has_brown_background) >= 0.75 and share(base, has_brown_background) <= 0.125
+    base = predict(api, huge_word, {})
+    huge_alone = predict(api, huge_word, {"1": use_huge})
+    stripe_alone = predict(api, stripe_word, {"1": {**use_stripe, "scale": 1.0}})
+    print(f"huge shapes: {share(huge_alone, is_huge):.0%} with the trained model, {share(base, is_huge):.0%} "
+          f"without; stripes: {share(stripe_alone, is_stripe):.0%}, {share(base, is_stripe):.0%} without")
+    assert share(huge_alone, is_huge) >= 0.75 and share(base, is_huge) <= 0.125
+    assert share(stripe_alone, is_stripe) >= 0.75 and share(base, is_stripe) <= 0.125
 
-    # 2. two trained models mixed by scale in one generation: both influences show
-    mixed = predict(api, f"{pink_word} {brown_word}", {"1": use_pink, "2": use_brown})
-    pink_mixed, brown_mixed = share(mixed, has_pink_shape), share(mixed, has_brown_background)
-    print(f"mixed: pink shapes in {pink_mixed:.0%}, brown backgrounds in {brown_mixed:.0%}")
-    assert pink_mixed >= 0.25 and pink_mixed > share(brown_alone, has_pink_shape)
-    assert brown_mixed >= 0.25 and brown_mixed > share(pink_alone, has_brown_background)
+    # 2. two trained models mixed by scale in one generation: both influences show. Size comes from
+    # the huge model (larger than the stripe model's bands), edge-to-edge reach from the stripe model
+    # (which the huge model's shapes, 0.9 of the frame, never have).
+    mixed = predict(api, f"{huge_word} {stripe_word}", {"1": use_huge, "2": {**use_stripe, "scale": 1.0}})
+    print(f"mixed: area {mean_area(mixed):.2f} (stripes alone {mean_area(stripe_alone):.2f}), both sides reached "
+          f"in {share(mixed, reaches_both_sides):.0%} (huge alone {share(huge_alone, reaches_both_sides):.0%})")
+    assert mean_area(mixed) > mean_area(stripe_alone)
+    assert share(mixed, reaches_both_sides) > share(huge_alone, reaches_both_sides)
 
     grid = Image.new("RGB", (64 * 8, 64 * 4))
-    for row, images in enumerate((base, pink_alone, brown_alone, mixed)):
+    for row, images in enumerate((base, huge_alone, stripe_alone, mixed)):
         for col, image in enumerate(images[:8]):
             grid.paste(image.convert("RGB"), (64 * col, 64 * row))
     grid.save(tmp_path / "custom_e2e.png")
-    print(f"grid (rows: base, pink, brown, mixed): {tmp_path / 'custom_e2e.png'}")
+    print(f"grid (rows: base, huge, stripe, mixed): {tmp_path / 'custom_e2e.png'}")
