@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 
 from diffusiond.api.jobs import schemas as w
 from diffusiond.domain.errors import InvalidParams, NotFound
-from diffusiond.domain.limits import UPSCALE_MAX_PIXELS, check_size
+from diffusiond.domain.limits import MAX_COUNT, UPSCALE_MAX_PIXELS, check_size
 from diffusiond.domain.models import ModelKind, ModelRecord
 from diffusiond.domain.params import (
     Adetailer,
@@ -36,7 +36,6 @@ from diffusiond.domain.params import (
 )
 from diffusiond.domain.pricing import upscale_size
 
-MAX_COUNT = 8
 SAMPLERS: dict[str, Sampler] = {
     "euler a": Sampler.K_EULER_ANCESTRAL, "euler_a": Sampler.K_EULER_ANCESTRAL, "euler": Sampler.K_EULER,
     "lms": Sampler.K_LMS, "heun": Sampler.K_HEUN, "dpm2": Sampler.K_DPM_2, "dpm2 a": Sampler.K_DPM_2_ANCESTRAL,
