@@ -17,6 +17,7 @@ from diffusiond.config import Settings
 from diffusiond.domain.pricing import from_credits
 from diffusiond.models.registry import ModelRegistry
 from diffusiond.queue.events import JobEvents
+from diffusiond.queue.instance import InstanceSlot
 from diffusiond.queue.job_service import JobService
 from diffusiond.queue.local_executor import LocalExecutor
 from diffusiond.queue.worker import Runner
@@ -132,5 +133,6 @@ def build_services(settings: Settings, *, with_workers: bool | None = None) -> S
     if run_workers:
         services.executor = LocalExecutor(jobs, blobs, lambda: build_runner(settings, models),
                                           workers=settings.workers, batch_size=settings.batch_size,
-                                          batch_window=settings.batch_window_ms / 1000)
+                                          batch_window=settings.batch_window_ms / 1000,
+                                          instance=InstanceSlot(settings.home))
     return services
