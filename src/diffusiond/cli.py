@@ -177,7 +177,7 @@ def generate(
         task = progress.add_task(f"{record.id} seed {seed}", total=1.0)
         ctx = _CliContext(lambda f: progress.update(task, completed=f))
         started = time.perf_counter()
-        images = runner.run(JobSpec(stages=(Txt2Img(d),), seed=seed), ctx)
+        images = runner.run(JobSpec(stages=(Txt2Img(d),), seed=seed), ctx)  # type: ignore[arg-type]
         progress.update(task, completed=1.0)
     output.write_bytes(encode_png(images[0].image))
     typer.echo(f"wrote {output} ({w}x{h}, seed {seed}, {time.perf_counter() - started:.2f} s)")

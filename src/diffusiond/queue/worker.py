@@ -164,7 +164,7 @@ class Worker:
             if len(claims) == 1:
                 outcomes: list[list[GeneratedImage] | BaseException] = [self._run_one(specs[0], ctxs[0])]
             else:
-                outcomes = self.runner.run_batch(list(zip(specs, ctxs, strict=True)))
+                outcomes = self.runner.run_batch(list(zip(specs, ctxs, strict=True)))  # type: ignore[arg-type]
             for claim, ctx, outcome in zip(claims, ctxs, outcomes, strict=True):
                 self._finish(claim, ctx, outcome)
         finally:
@@ -172,7 +172,7 @@ class Worker:
 
     def _run_one(self, spec: JobSpec, ctx: JobContext) -> list[GeneratedImage] | BaseException:
         try:
-            return self.runner.run(spec, ctx)
+            return self.runner.run(spec, ctx)  # type: ignore[arg-type]  # WorkContext grew at f4dbb2f
         except Exception as e:
             return e
 
