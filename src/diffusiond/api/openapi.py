@@ -92,6 +92,18 @@ def raw_body(*media_types: str) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": content}}
 
 
+def optional(extra: dict[str, Any]) -> dict[str, Any]:
+    """`extra`'s request body, marked optional (the route takes no body as its defaults)."""
+    return {**extra, "requestBody": {**extra["requestBody"], "required": False}}
+
+
+def links(parameter: str, pointer: str, *operation_ids: str) -> dict[str, Any]:
+    """OpenAPI links: the id at `pointer` in this answer's body is the `parameter` of `operation_ids`
+    (generated clients and the fuzzer's stateful phase follow them)."""
+    value = f"$response.body#/{pointer}"
+    return {op[0].upper() + op[1:]: {"operationId": op, "parameters": {parameter: value}} for op in operation_ids}
+
+
 def install(app: FastAPI) -> None:
     """Make `app.openapi()` drop the never-sent 422 answers and their schemas."""
     build = app.openapi

@@ -29,6 +29,8 @@ FAMILY_LIMITS: dict[str, SizeLimits] = {
     # The bundled model is trained at 64x64; larger sizes still work, within reason.
     "shapes": SizeLimits(64, 64, 4_096, 262_144, 64),
     "tiny": SizeLimits(32, 8, 1_024, 262_144, 64),
+    # The tiny test model capped at 128x128: a fuzzer's affordable jobs stay seconds long on a CPU.
+    "tiny-128": SizeLimits(32, 8, 1_024, 16_384, 64),
 }
 UPSCALE_MAX_PIXELS = 4_194_304
 

@@ -19,7 +19,7 @@ from diffusiond.api.jobs import schemas as w
 from diffusiond.api.jobs.render import CORE_STATUS, job_public, render_error, spec_shape
 from diffusiond.api.jobs.resources import ResourceStore, resource_public
 from diffusiond.api.jobs.translate import Lookups, Translated, request_hash, translate
-from diffusiond.api.openapi import IMAGE_TYPES, error_responses, multipart_body, raw_body
+from diffusiond.api.openapi import IMAGE_TYPES, error_responses, links, multipart_body, optional, raw_body
 from diffusiond.auth.keys import Principal
 from diffusiond.domain.errors import InvalidParams, NotFound, PayloadTooLarge
 from diffusiond.domain.jobs import Job
@@ -38,6 +38,10 @@ MAX_JSON_BYTES = 1024 * 1024
 # takes "²" and twenty-digit numbers, and either was a 500).
 PAGE_TOKEN = r"^[0-9]{1,9}$"
 SSE_KEEPALIVE = 15.0
+# One event of the stream (OpenAPI 3.1: an event stream's `schema` describes each event): `job` events
+# carry the job object as JSON in `data`, the last is an `end` event.
+SSE_EVENT = {"type": "object", "required": ["data"], "properties": {
+    "event": {"type": "string", "enum": ["job", "end"]}, "data": {"type": "string"}, "id": {"type": "string"}}}
 SSE_POLL = 1.0
 
 router = APIRouter(prefix="/v1", tags=["jobs"], route_class=dialect_route(render_error, FIELD_CODES),
@@ -124,8 +128,10 @@ def translated(services: Services, principal: Principal, body: w.StagesIn) -> tu
 # ---- jobs ------------------------------------------------------------------------------------------
 
 
-@router.post("/jobs", response_model=w.JobEnvelope, response_model_exclude_none=True,
-             openapi_extra=w.inline_schema(w.JobCreate), responses=error_responses(w.ErrorBody, 402, 409))
+@router.post("/jobs", response_model=w.JobEnvelope, response_model_exclude_none=True, operation_id="createJob",
+             openapi_extra=w.inline_schema(w.JobCreate),
+             responses={200: {"links": links("job_id", "job/id", "getJob", "cancelJob", "deleteJob", "jobEvents")},
+                        **error_responses(w.ErrorBody, 402, 409)})
 async def create_job(request: Request, principal: PrincipalDep, services: ServicesDep) -> Response:
     """Create a multi-stage job; the same `requestId` with the same body returns the same job."""
     body = await parse(request, w.JobCreate)
@@ -168,13 +174,13 @@ def list_jobs(principal: PrincipalDep, services: ServicesDep,
 
 
 @router.get("/jobs/{job_id}", response_model=w.JobEnvelope, response_model_exclude_none=True,
-            responses=NOT_FOUND)
+            operation_id="getJob", responses=NOT_FOUND)
 def get_job(job_id: str, principal: PrincipalDep, services: ServicesDep) -> Response:
     return json_body(envelope(services, services.jobs.get(principal.tenant_id, job_id, with_queue=True)))
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=w.CanceledJob, response_model_exclude_none=True,
-             responses=NOT_FOUND)
+             operation_id="cancelJob", responses=NOT_FOUND)
 def cancel_job(job_id: str, principal: PrincipalDep, services: ServicesDep) -> w.CanceledJob:
     """A queued job stops at once; a running one within a denoising step. Credits are released."""
     job = services.jobs.cancel(principal.tenant_id, job_id)
@@ -182,14 +188,14 @@ def cancel_job(job_id: str, principal: PrincipalDep, services: ServicesDep) -> w
 
 
 @router.delete("/jobs/{job_id}", response_model=w.CanceledJob, response_model_exclude_none=True,
-               responses=NOT_FOUND)
+               operation_id="deleteJob", responses=NOT_FOUND)
 def delete_job(job_id: str, principal: PrincipalDep, services: ServicesDep) -> w.CanceledJob:
     """The seed API's DELETE: the same as cancel."""
     return cancel_job(job_id, principal, services)
 
 
-@router.get("/jobs/{job_id}/events", response_class=StreamingResponse,
-            responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}}, **NOT_FOUND})
+@router.get("/jobs/{job_id}/events", response_class=StreamingResponse, operation_id="jobEvents",
+            responses={200: {"content": {"text/event-stream": {"schema": SSE_EVENT}}}, **NOT_FOUND})
 def job_events(job_id: str, principal: PrincipalDep, services: ServicesDep) -> StreamingResponse:
     """Server-Sent Events: a `job` event with the job object on every change, until it ends."""
     services.jobs.get(principal.tenant_id, job_id)  # 404 before the stream starts
@@ -232,7 +238,8 @@ async def _sse_events(services: Services, tenant_id: str, job_id: str,
 
 
 @router.post("/resource/image", response_model=w.ResourcePublic, response_model_exclude_none=True,
-             openapi_extra=w.inline_schema(w.ResourceCreate))
+             operation_id="createResource", openapi_extra=optional(w.inline_schema(w.ResourceCreate)),
+             responses={200: {"links": links("resource_id", "resourceId", "getResource")}})
 async def create_resource(request: Request, principal: PrincipalDep, services: ServicesDep) -> w.ResourcePublic:
     """Step one of an upload: a resource id and a signed URL to PUT the image bytes to."""
     body = await parse(request, w.ResourceCreate) if request.headers.get("content-length", "0") != "0" \
@@ -275,7 +282,7 @@ async def upload_resource(request: Request, principal: PrincipalDep, services: S
 
 
 @router.get("/resource/image/{resource_id}", response_model=w.ResourcePublic, response_model_exclude_none=True,
-            responses=NOT_FOUND)
+            operation_id="getResource", responses=NOT_FOUND)
 def get_resource(resource_id: str, principal: PrincipalDep, services: ServicesDep) -> w.ResourcePublic:
     return resource_public(resources(services).get(principal.tenant_id, resource_id))
 
