@@ -28,3 +28,16 @@ def test_upscale_size_and_cost_follow_the_previous_stage() -> None:
     assert upscale_size((100, 50), Upscale()) == (200, 100)
     spec = JobSpec(stages=(Txt2Img(d()), Upscale(scale=4.0)))
     assert job_cost(spec) == 200 + 200  # 2048x2048 output is the upscale base price
+
+
+def test_prompts_beyond_four_cost_a_millicredit_each_per_image() -> None:
+    def priced(positive: int, negative: int, count: int = 1) -> int:
+        base = d(64, 64, 10)
+        many = Diffusion(model="m", prompts=tuple(WeightedPrompt(f"p{i}") for i in range(positive)),
+                         negative_prompts=tuple(WeightedPrompt(f"n{i}") for i in range(negative)),
+                         width=base.width, height=base.height, steps=base.steps)
+        return job_cost(JobSpec(stages=(Txt2Img(many),), count=count))
+
+    assert priced(1, 0) == priced(3, 1) == 10  # the per-image floor; four prompts are free
+    assert priced(32, 0) == 10 + 28
+    assert priced(20, 12, count=3) == 3 * (10 + 28)
