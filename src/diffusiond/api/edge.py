@@ -205,7 +205,7 @@ class MultipartGuard(SizeGuard):
         self.limits = limits
         self.max_files = files
         self.files = self.fields = 0
-        self.other_bytes = 0  # everything but file contents: headers, fields, boundaries
+        self.file_bytes = 0  # file contents so far; the rest (headers, fields, boundaries) has its own bound
         self.part_limit = 0
         self.part_size = 0
         self.part_is_file = False
@@ -225,14 +225,11 @@ class MultipartGuard(SizeGuard):
 
     def feed(self, chunk: bytes) -> None:
         super().feed(chunk)
-        before = self.part_size if self.part_is_file else 0
         try:
             self.parser.write(chunk)
         except FormParserError as e:
             raise malformed(str(e)) from None
-        file_bytes = (self.part_size if self.part_is_file else 0) - before
-        self.other_bytes += len(chunk) - max(0, file_bytes)
-        if self.other_bytes > self.limits.json_bytes:
+        if self.size - self.file_bytes > self.limits.json_bytes:
             raise too_large(self.limits.json_bytes, "the form's fields and headers")
 
     def end(self) -> None:
@@ -274,6 +271,8 @@ class MultipartGuard(SizeGuard):
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
         self.part_size += end - start
+        if self.part_is_file:
+            self.file_bytes += end - start
         if self.part_size > self.part_limit:
             if self.part_is_file:
                 raise PayloadTooLarge(f"{self.part_name}: the file is larger than {self.part_limit:,} bytes")
