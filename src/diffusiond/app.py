@@ -9,19 +9,27 @@ from pathlib import Path
 
 import anyio.to_thread
 from fastapi import FastAPI, Query, Response
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse
 
 from diffusiond import __version__
+from diffusiond.api import edge, openapi
+from diffusiond.api.admin.routes import DIALECT as ADMIN
 from diffusiond.api.admin.routes import router as admin_router
+from diffusiond.api.custom.routes import DIALECT as CUSTOM
 from diffusiond.api.custom.routes import router as custom_router
-from diffusiond.api.deps import ServicesDep
+from diffusiond.api.deps import ServicesDep, authenticate
+from diffusiond.api.jobs.routes import DIALECT as JOBS
 from diffusiond.api.jobs.routes import router as jobs_router
+from diffusiond.api.stability.routes import DIALECT as STABILITY
 from diffusiond.api.stability.routes import router as stability_router
 from diffusiond.config import Settings
-from diffusiond.domain.errors import DomainError
+from diffusiond.domain.errors import DomainError, NotFound
 from diffusiond.services import Services, build_services
 
 WEB_DIR = Path(__file__).parent / "web" / "static"
+# Which error shape each path prefix answers in, and which of its routes take uploads (api/edge.py).
+# A dialect joins with one line here.
+DIALECTS = (STABILITY, JOBS, ADMIN, CUSTOM)
 
 
 def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
@@ -40,26 +48,32 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app = FastAPI(title="diffusiond", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Self-hosted Stable Diffusion: Stability v1, /v1/jobs and more.")
     mount_docs(app)
+    edge.install(app, dialects=DIALECTS, limits=edge.EdgeLimits.from_settings(settings), authenticate=authenticate)
     app.state.services = services
     app.include_router(stability_router)
     app.include_router(jobs_router)
     app.include_router(admin_router)
     app.include_router(custom_router)
+    openapi.install(app)
 
-    @app.get("/healthz", tags=["meta"])
+    @app.get("/healthz", tags=["meta"], responses=openapi.error_responses(edge.GenericError, 500))
     def healthz() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
 
     @app.get("/v1/blobs/{key:path}", tags=["meta"], include_in_schema=False)
     def blob(key: str, services: ServicesDep, t: str = Query(), e: int = Query(), s: str = Query()) -> Response:
-        """Serve a blob through a signed, expiring, tenant-bound URL."""
+        """Serve a blob through a signed, expiring, tenant-bound URL.
+
+        Another tenant's blob, a bad or expired signature and a missing blob are one answer: 404 in the
+        `/v1/jobs` error shape, so a URL's answer says nothing about what exists.
+        """
         owned = key.startswith((f"outputs/{t}/", f"inputs/{t}/"))
         if not owned or not services.signer.verify(key, t, e, s):
-            return JSONResponse({"code": 403, "message": "invalid or expired signature"}, status_code=403)
+            raise NotFound("not found, or the link is invalid or expired")
         try:
             data = services.blobs.get(key)
         except DomainError:
-            return JSONResponse({"code": 404, "message": "not found"}, status_code=404)
+            raise NotFound("not found, or the link is invalid or expired") from None
         return Response(data, media_type=mimetypes.guess_type(key)[0] or "application/octet-stream")
 
     @app.get("/", include_in_schema=False)

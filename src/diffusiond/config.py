@@ -65,8 +65,14 @@ class Settings(BaseSettings):
     rate_limit_burst: int = 50
     rate_limiter: Literal["memory", "redis"] = "memory"
     redis_url: str = "redis://127.0.0.1:6379/0"
-    max_upload_bytes: int = 10 * 1024 * 1024
+    max_upload_bytes: int = 10 * 1024 * 1024  # one uploaded image file
     max_upload_pixels: int = 4096 * 4096
+    # Request bodies, bounded at the edge before routing and auth (see api/edge.py): a JSON body (and
+    # all of a multipart body but its files), how deep JSON may nest, and a multipart form's fields.
+    max_json_bytes: int = 1024 * 1024
+    max_json_depth: int = 64
+    max_form_fields: int = 200
+    max_form_field_bytes: int = 64 * 1024
     # Threads for a request's blocking work (database, blob store, uploads). They share one GIL: past
     # a few, more threads only add switching (measured in BENCHMARKS.md). None: cores + 2, at most 8.
     # Raise it when the database is remote and round trips, not CPU, bound a request.
@@ -90,6 +96,11 @@ class Settings(BaseSettings):
         if not MIN_TRAINING_IMAGES <= self.custom_min_images <= MAX_TRAINING_IMAGES:
             raise ValueError(f"DIFFUSIOND_CUSTOM_MIN_IMAGES must be between {MIN_TRAINING_IMAGES} and "
                              f"{MAX_TRAINING_IMAGES}")
+        limits = (self.max_upload_bytes, self.max_json_bytes, self.max_json_depth, self.max_form_fields,
+                  self.max_form_field_bytes)
+        if min(limits) < 1:
+            raise ValueError("DIFFUSIOND_MAX_{UPLOAD_BYTES,JSON_BYTES,JSON_DEPTH,FORM_FIELDS,FORM_FIELD_BYTES} "
+                             "must be >= 1")
         return self
 
     @property

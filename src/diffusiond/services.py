@@ -24,6 +24,7 @@ from diffusiond.models.files import LocalModelFiles
 from diffusiond.models.registry import ModelRegistry
 from diffusiond.queue.events import JobEvents
 from diffusiond.queue.executor import Executor
+from diffusiond.queue.instance import InstanceSlot
 from diffusiond.queue.job_service import JobService, SuccessEffect
 from diffusiond.queue.local_executor import LocalExecutor, WorkerPool
 from diffusiond.queue.worker import Handlers
@@ -151,7 +152,7 @@ def build_executor(settings: Settings, jobs: JobService, blobs: BlobStore, model
         WorkerPool("train", settings.training_workers, [JobKind.TRAIN, JobKind.MERGE]),
     ]
     return LocalExecutor(jobs, blobs, lambda: build_handlers(settings, models, blobs), pools=pools,
-                         batch_window=settings.batch_window_ms / 1000)
+                         batch_window=settings.batch_window_ms / 1000, instance=InstanceSlot(settings.home))
 
 
 def build_services(settings: Settings, *, with_workers: bool | None = None) -> Services:

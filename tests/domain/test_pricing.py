@@ -49,3 +49,16 @@ def test_training_and_merge_prices() -> None:
     tiny = replace(lora, settings=replace(settings, resolution=64, steps=10))
     assert price(tiny) == 100  # the per-training floor
     assert price(MergeSpec(primary="a", secondary="b", output_model="c")) == 500
+
+
+def test_prompts_beyond_four_cost_a_millicredit_each_per_image() -> None:
+    def priced(positive: int, negative: int, count: int = 1) -> int:
+        base = d(64, 64, 10)
+        many = Diffusion(model="m", prompts=tuple(WeightedPrompt(f"p{i}") for i in range(positive)),
+                         negative_prompts=tuple(WeightedPrompt(f"n{i}") for i in range(negative)),
+                         width=base.width, height=base.height, steps=base.steps)
+        return job_cost(GenerateSpec(stages=(Txt2Img(many),), count=count))
+
+    assert priced(1, 0) == priced(3, 1) == 10  # the per-image floor; four prompts are free
+    assert priced(32, 0) == 10 + 28
+    assert priced(20, 12, count=3) == 3 * (10 + 28)

@@ -30,23 +30,33 @@ def presented_key(request: Request) -> str | None:
     return request.headers.get("x-api-key")
 
 
-async def get_principal(request: Request, services: ServicesDep) -> Principal:
-    """Authenticate, then take a token from the key's bucket.
+async def authenticate(request: Request) -> Principal:
+    """The caller's principal, remembered on the request (the edge may have found it already).
 
-    A key verified moments ago costs no I/O and stays on the event loop; a database lookup or a
-    Redis bucket runs in a worker thread.
+    A key verified moments ago costs no I/O and stays on the event loop; a database lookup runs in
+    a worker thread.
     """
+    known = getattr(request.state, "principal", None)
+    if isinstance(known, Principal):
+        return known
+    services: Services = request.app.state.services
     key = presented_key(request)
     principal = services.keys.cached(key)
     if principal is None:
         principal = await run_in_threadpool(services.keys.authenticate, key)
+    request.state.principal = principal
+    return principal
+
+
+async def get_principal(request: Request, services: ServicesDep) -> Principal:
+    """Authenticate, then take a token from the key's bucket (a Redis bucket in a worker thread)."""
+    principal = await authenticate(request)
     settings = services.settings
     rate = principal.rate_limit or settings.rate_limit_per_second
     if services.rate_limiter.blocking:
         await run_in_threadpool(services.rate_limiter.acquire, principal.key_id, rate, settings.rate_limit_burst)
     else:
         services.rate_limiter.acquire(principal.key_id, rate, settings.rate_limit_burst)
-    request.state.principal = principal
     return principal
 
 

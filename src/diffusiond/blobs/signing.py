@@ -40,4 +40,5 @@ class UrlSigner:
                now: float | None = None) -> bool:
         if expires < (now if now is not None else time.time()):
             return False
-        return hmac.compare_digest(self._sig(key, tenant_id, expires), signature)
+        # compare_digest takes str only when it is ASCII; a signature is, so any other is wrong.
+        return signature.isascii() and hmac.compare_digest(self._sig(key, tenant_id, expires), signature)

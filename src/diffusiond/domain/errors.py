@@ -56,8 +56,22 @@ class PayloadTooLarge(DomainError):
 
 
 class RateLimited(DomainError):
+    """A limit was hit; `retry_after` is the seconds until a retry can succeed.
+
+    `policy` names the limit, `quota` is its size and `window` the seconds it covers, if any (for a
+    token bucket: the burst, and the time the bucket takes to refill), as RateLimit-Policy says them.
+    """
+
     status = 429
     code = "rate_limited"
+
+    def __init__(self, message: str, *, code: str | None = None, retry_after: float = 1.0,
+                 policy: str = "default", quota: int = 1, window: float | None = None) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = retry_after
+        self.policy = policy
+        self.quota = quota
+        self.window = window
 
 
 class JobFailed(DomainError):
@@ -68,3 +82,10 @@ class JobFailed(DomainError):
 class Timeout(DomainError):
     status = 504
     code = "timeout"
+
+
+class ClientGone(DomainError):
+    """The client closed the connection before its answer was ready (nginx's 499: nobody reads it)."""
+
+    status = 499
+    code = "client_closed_request"

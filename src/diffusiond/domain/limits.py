@@ -1,4 +1,9 @@
-"""Image size rules per model family (Stability v1's rules for SD engines)."""
+"""What one request may ask for: image sizes per model family (Stability v1's rules for SD engines),
+and the most items of every list a request carries, whichever dialect it speaks.
+
+Every dialect's wire types take their list maxima from here, so the documented numbers are these.
+Work that grows with a list inside these bounds is priced by it (see `pricing.py`).
+"""
 
 from __future__ import annotations
 
@@ -24,10 +29,27 @@ FAMILY_LIMITS: dict[str, SizeLimits] = {
     # The bundled model is trained at 64x64; larger sizes still work, within reason.
     "shapes": SizeLimits(64, 64, 4_096, 262_144, 64),
     "tiny": SizeLimits(32, 8, 1_024, 262_144, 64),
+    # The tiny test model capped at 128x128: a fuzzer's affordable jobs stay seconds long on a CPU.
+    "tiny-128": SizeLimits(32, 8, 1_024, 16_384, 64),
 }
 UPSCALE_MAX_PIXELS = 4_194_304
 MAX_IMAGES_PER_JOB = 16  # whatever a dialect allows, one job never makes more images than this
 MAX_UPLOAD_SIDE = 4096  # pixels a side of an uploaded image, for every dialect
+
+# ---- lists ----------------------------------------------------------------------------------------
+MAX_PROMPTS = 32  # prompts in one list (positive, or negative); each is one text-encoder pass
+MAX_STAGES = 12  # stages of one job
+MAX_LORAS = 10  # LoRAs applied to one diffusion pass
+MAX_EMBEDDINGS = 20  # textual-inversion embeddings loaded for one diffusion pass
+MAX_ADETAILER_REGIONS = 8  # detect-and-repaint passes of one adetailer stage
+MAX_EXTENSION_UNITS = 8  # ControlNet / animateDiff units on the wire (refused while unsupported)
+MAX_SAMPLES = 10  # images one synchronous request makes (Stability v1's `samples`)
+MAX_COUNT = 8  # images one `/v1/jobs` job makes (`inputInitialize.count`)
+
+# ---- numbers --------------------------------------------------------------------------------------
+# Every float on the wire is finite (NaN and Infinity are refused); weights are also bounded, so sums
+# of them stay finite too.
+MAX_WEIGHT = 100.0  # magnitude of a prompt, LoRA or embedding weight
 
 
 def limits_for(family: str) -> SizeLimits:

@@ -6,6 +6,8 @@ The rule (documented in the README, "Credits"):
 - an upscale costs 200 millicredits per output image of 2048x2048, scaled by output pixels, at
   least 10; its optional hires pass is priced as a diffusion pass at the output size;
 - an adetailer pass costs a diffusion pass at its padded crop size (512x512 assumed) per region kind;
+- every diffusion pass encodes its prompts: the first FREE_PROMPTS (positive and negative together)
+  are in the price above, each further one adds PROMPT_SURCHARGE per image;
 - a training step costs 2 millicredits per image of the batch at 512x512, scaled by pixel count;
   1.5x when the text encoder trains too, 3x for a full fine-tune; at least 100 per training;
 - a merge costs 500 millicredits.
@@ -27,6 +29,11 @@ BASE_PIXELS = 512 * 512
 BASE_STEPS = 30
 UPSCALE_BASE_PIXELS = 2048 * 2048
 MIN_PER_IMAGE = 10
+# A prompt costs one text-encoder pass per 75 tokens: for SD 1.5 about a fortieth of a 512x512 UNet
+# step, most of a step on the tiny models. One millicredit per prompt covers both; the first four are
+# free, so ordinary requests (a prompt, a negative prompt, a style) keep their price.
+FREE_PROMPTS = 4
+PROMPT_SURCHARGE = 1
 TRAIN_STEP_IMAGE = 2  # one image of a batch, one step, at 512x512
 MIN_PER_TRAINING = 100
 MERGE_PRICE = 500
@@ -54,7 +61,12 @@ def diffusion_cost(d: Diffusion, width: int | None = None, height: int | None = 
                    strength: float = 1.0) -> int:
     pixels = (width or d.width) * (height or d.height)
     steps = max(1, round(d.steps * min(max(strength, 0.0), 1.0)))
-    return max(MIN_PER_IMAGE, round(200 * pixels / BASE_PIXELS * steps / BASE_STEPS))
+    return max(MIN_PER_IMAGE, round(200 * pixels / BASE_PIXELS * steps / BASE_STEPS)) + prompt_surcharge(d)
+
+
+def prompt_surcharge(d: Diffusion) -> int:
+    """Millicredits per image for the prompts of a pass beyond the first FREE_PROMPTS."""
+    return max(0, len(d.prompts) + len(d.negative_prompts) - FREE_PROMPTS) * PROMPT_SURCHARGE
 
 
 def stage_cost(stage: object, size: tuple[int, int]) -> tuple[int, tuple[int, int]]:

@@ -50,6 +50,7 @@ from diffusiond.webhooks.ssrf import UrlPolicy
 # What a kind of work makes of a succeeded job, in the transition's transaction (e.g. register the
 # model a training made). Built in services.py.
 SuccessEffect = Callable[[Session, Job], None]
+QUEUE_FULL_RETRY_SECONDS = 5.0  # a full queue's Retry-After: a guess at when a queued job has started
 
 
 def now_utc() -> datetime:
@@ -193,7 +194,8 @@ class JobService:
         limit = self.max_queued_per_tenant
         if limit and (s.scalar(_TENANT_QUEUED, {"tenant": tenant_id}) or 0) > limit:
             raise RateLimited(f"this account's queue is full ({limit} jobs waiting, the most allowed); "
-                              "submit more once some have started", code="too_many_queued_jobs")
+                              "submit more once some have started", code="too_many_queued_jobs",
+                              retry_after=QUEUE_FULL_RETRY_SECONDS, policy="queue", quota=limit)
 
     def _reserve(self, s: Session, tenant_id: str, job_id: str, cost: int) -> None:
         # The ledger entry first and the guarded UPDATE last (see `submit`). The UPDATE is atomic on
@@ -423,6 +425,16 @@ class JobService:
             self._finish(s, row, JobStatus.CANCELED, code="canceled", message="canceled by client")
         self.events.publish(job_id)
         return True
+
+    def end_leases(self, owner: str) -> int:
+        """End the leases of running jobs held by workers named `owner`/...: they are known dead (a
+        restarted process's own, see queue/instance.py), so `requeue_expired` takes them now."""
+        with self.db.session() as s:
+            result = s.execute(update(JobRow)
+                               .where(JobRow.status == JobStatus.RUNNING.value,
+                                      JobRow.lease_owner.startswith(owner + "/", autoescape=True))
+                               .values(lease_expires_at=now_utc() - timedelta(seconds=1)))
+            return int(result.rowcount)  # type: ignore[attr-defined]
 
     def requeue_expired(self) -> int:
         """Give jobs whose worker stopped renewing its lease another attempt, or fail them."""

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from diffusiond.blobs.base import BlobStore
 from diffusiond.domain.jobs import JobKind
+from diffusiond.queue.instance import InstanceSlot, worker_id
 from diffusiond.queue.job_service import JobService
 from diffusiond.queue.worker import Handlers, Worker
 
@@ -35,18 +35,26 @@ class LocalExecutor:
     """
 
     def __init__(self, jobs: JobService, blobs: BlobStore, handlers_factory: Callable[[], Handlers], *,
-                 pools: Sequence[WorkerPool], reap_interval: float = 5.0, batch_window: float = 0.005) -> None:
+                 pools: Sequence[WorkerPool], reap_interval: float = 5.0, batch_window: float = 0.005,
+                 instance: InstanceSlot | None = None) -> None:
         self.jobs = jobs
         self.blobs = blobs
         self.handlers_factory = handlers_factory
         self.pools = [pool for pool in pools if pool.count > 0]
         self.reap_interval = reap_interval
         self.batch_window = batch_window
+        self.instance = instance  # names this process's workers so a restart can reclaim their jobs
         self.stop_event = threading.Event()
         self.workers: list[Worker] = []
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
+        name = self.instance.acquire() if self.instance is not None else None
+        if name is not None:
+            # This slot's previous holder is dead (its lock is free): its jobs need no lease to run out.
+            reclaimed = self.jobs.end_leases(name)
+            if reclaimed:
+                log.info("reclaiming %d job(s) this instance's previous process was running", reclaimed)
         self.jobs.requeue_expired()
         self._spawn(self._reap, "diffusiond-reaper")
         if not self.pools:
@@ -55,7 +63,7 @@ class LocalExecutor:
         for pool in self.pools:
             kinds = [kind for kind in pool.kinds if kind in handlers]  # never claim what nothing here runs
             for i in range(pool.count if kinds else 0):
-                worker = Worker(self.jobs, self.blobs, handlers, f"{os.getpid()}-{pool.name}-{i}", kinds=kinds,
+                worker = Worker(self.jobs, self.blobs, handlers, worker_id(name, f"{pool.name}-{i}"), kinds=kinds,
                                 batch_size=pool.batch_size, batch_window=self.batch_window)
                 self.workers.append(worker)
                 self._spawn(functools.partial(worker.run_forever, self.stop_event),
@@ -83,3 +91,5 @@ class LocalExecutor:
             w.wake.set()
         for t in self._threads:
             t.join(timeout)
+        if self.instance is not None:
+            self.instance.release()

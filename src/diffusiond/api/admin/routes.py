@@ -6,20 +6,28 @@ Errors use the `/v1/jobs` shape (google.rpc.Status), the platform's default for 
 from __future__ import annotations
 
 from fastapi import APIRouter
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from diffusiond.api.deps import PrincipalDep, ServicesDep
+from diffusiond.api.edge import Dialect
 from diffusiond.api.errors import dialect_route
 from diffusiond.api.jobs.render import render_error
+from diffusiond.api.jobs.schemas import ErrorBody
+from diffusiond.api.openapi import error_responses
 from diffusiond.auth.keys import Principal
 from diffusiond.domain.errors import Forbidden
 from diffusiond.domain.pricing import from_credits, to_credits
 from diffusiond.webhooks.signing import public_secret
 
-router = APIRouter(prefix="/v1", tags=["admin"], route_class=dialect_route(render_error))
+router = APIRouter(prefix="/v1", tags=["admin"], route_class=dialect_route(render_error),
+                   responses=error_responses(ErrorBody, 400, 401, 413, 429, 500))
+ADMIN_ONLY = error_responses(ErrorBody, 403, 404)
+DIALECT = Dialect("admin", ("/v1/admin", "/v1/account"), render_error)
 
 
 class CreditGrant(BaseModel):
+    model_config = ConfigDict(allow_inf_nan=False)
+
     credits: float = Field(ge=-1e9, le=1e9)
 
 
@@ -40,7 +48,7 @@ def require_admin(principal: Principal) -> None:
         raise Forbidden("this endpoint needs an admin key")
 
 
-@router.post("/admin/tenants/{tenant_id}/credits", response_model=TenantCredits)
+@router.post("/admin/tenants/{tenant_id}/credits", response_model=TenantCredits, responses=ADMIN_ONLY)
 def grant_credits(tenant_id: str, body: CreditGrant, principal: PrincipalDep, services: ServicesDep) -> TenantCredits:
     """Add credits to a tenant (negative amounts remove them, down to zero)."""
     require_admin(principal)
@@ -48,7 +56,8 @@ def grant_credits(tenant_id: str, body: CreditGrant, principal: PrincipalDep, se
     return TenantCredits(tenantId=tenant.id, credits=to_credits(tenant.balance))
 
 
-@router.post("/admin/tenants/{tenant_id}/webhook-secret/rotate", response_model=WebhookSecret)
+@router.post("/admin/tenants/{tenant_id}/webhook-secret/rotate", response_model=WebhookSecret,
+             responses=ADMIN_ONLY)
 def rotate_webhook_secret(tenant_id: str, principal: PrincipalDep, services: ServicesDep) -> WebhookSecret:
     """Replace a tenant's webhook signing secret; deliveries from now on are signed with the new one."""
     require_admin(principal)

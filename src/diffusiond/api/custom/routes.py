@@ -18,7 +18,9 @@ from diffusiond.api.custom import schemas as w
 from diffusiond.api.custom import translate as t
 from diffusiond.api.custom.service import CustomModelService
 from diffusiond.api.deps import PrincipalDep, ServicesDep
+from diffusiond.api.edge import Dialect, Upload
 from diffusiond.api.errors import dialect_route
+from diffusiond.api.openapi import RATE_LIMIT_HEADERS
 from diffusiond.domain.errors import DomainError, InvalidParams, PayloadTooLarge
 from diffusiond.services import Services
 
@@ -33,7 +35,7 @@ ERROR_DESCRIPTIONS = {
     404: "Not found: it does not exist, is soft-deleted, or is not this key's",
     409: "Not possible in the current state: too few or too many training images, a training not succeeded yet "
          "or already finished",
-    413: "The body is larger than this route takes (an image: 10 MiB; JSON: 1 MiB)",
+    413: "The body is larger than this route takes (an image: 10 MiB; any other body: 1 MiB)",
     415: "The bytes are not a PNG, JPEG or WebP image",
     422: "The image is too large in pixels (over 4096 a side)",
     429: "Too many requests, or too many queued jobs",
@@ -49,7 +51,12 @@ def render_error(request: Request, err: DomainError) -> Response:
 
 def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """`responses=` entries for error answers."""
-    return {s: {"model": w.CustomError, "description": ERROR_DESCRIPTIONS[s]} for s in statuses}
+    out: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        out[status] = {"model": w.CustomError, "description": ERROR_DESCRIPTIONS[status]}
+        if status == 429:
+            out[status]["headers"] = RATE_LIMIT_HEADERS
+    return out
 
 
 def raw_image_body() -> dict[str, Any]:
@@ -60,7 +67,13 @@ def raw_image_body() -> dict[str, Any]:
 
 
 router = APIRouter(prefix="/v1/custom", tags=["custom models"], route_class=dialect_route(render_error, t.FIELD_CODES),
-                   responses=errors(400, 401, 429, 500))
+                   responses=errors(400, 401, 413, 429, 500))
+
+# The edge (api/edge.py) answers this prefix in this shape, and bounds the two upload routes as raw bytes.
+DIALECT = Dialect("custom", ("/v1/custom",), render_error, uploads=(
+    Upload("POST", "/v1/custom/models/{modelId}/data", raw=True),
+    Upload("PUT", "/v1/custom/models/{modelId}/data/{dataId}", raw=True),
+))
 
 ModelId = Annotated[str, Path(alias="modelId", description="Unique identifier of the model")]
 DataId = Annotated[str, Path(alias="dataId", description="Unique identifier of the data item")]

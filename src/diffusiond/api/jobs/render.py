@@ -8,6 +8,7 @@ from collections.abc import Callable
 from fastapi import Request, Response
 from fastapi.responses import JSONResponse
 
+from diffusiond.api.errors import request_id
 from diffusiond.api.jobs import schemas as w
 from diffusiond.blobs.signing import UrlSigner
 from diffusiond.domain.errors import DomainError
@@ -32,6 +33,7 @@ QueuePosition = Callable[[Job], tuple[int, int]]
 
 def render_error(request: Request, err: DomainError) -> Response:
     meta = {"field": err.field} if err.field else {}
+    meta["requestId"] = request_id(request)
     detail = w.ErrorDetail(type="type.googleapis.com/google.rpc.ErrorInfo", reason=err.code, metadata=meta)
     body = w.ErrorBody(code=RPC_CODES.get(err.status, 2), message=err.message, details=[detail])
     return JSONResponse(body.model_dump(by_alias=True), status_code=err.status)

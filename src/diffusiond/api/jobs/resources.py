@@ -116,8 +116,9 @@ class ResourceStore:
         return f"{self.signer.base_url}/v1/resource/image/{res.id}?{query}", expires
 
     def verify_put(self, resource_id: str, tenant_id: str, expires: int, signature: str) -> None:
-        if expires < time.time() or not hmac.compare_digest(self._put_sig(resource_id, tenant_id, expires),
-                                                            signature):
+        # compare_digest takes str only when it is ASCII; a signature is, so any other is wrong.
+        if expires < time.time() or not signature.isascii() or not hmac.compare_digest(
+                self._put_sig(resource_id, tenant_id, expires), signature):
             raise Unauthorized("invalid or expired upload URL")
 
 

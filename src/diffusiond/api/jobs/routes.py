@@ -13,11 +13,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from diffusiond.api.deps import PrincipalDep, ServicesDep
+from diffusiond.api.edge import Dialect, Upload
 from diffusiond.api.errors import dialect_route
 from diffusiond.api.jobs import schemas as w
 from diffusiond.api.jobs.render import CORE_STATUS, job_public, render_error, spec_shape
 from diffusiond.api.jobs.resources import ResourceStore, resource_public
 from diffusiond.api.jobs.translate import Lookups, request_hash, translate
+from diffusiond.api.openapi import IMAGE_TYPES, error_responses, links, multipart_body, optional, raw_body
 from diffusiond.auth.keys import Principal
 from diffusiond.domain.errors import InvalidParams, NotFound, PayloadTooLarge
 from diffusiond.domain.jobs import Job
@@ -31,10 +33,28 @@ M = TypeVar("M", bound=pydantic.BaseModel)
 # The last named field of a validation error decides the seed's specific error code.
 FIELD_CODES = {"width": "invalid_height_or_width", "height": "invalid_height_or_width", "count": "invalid_samples"}
 MAX_JSON_BYTES = 1024 * 1024
+# A page token is an offset: ASCII digits, few enough for any database's integer (`isdigit` alone
+# takes "²" and twenty-digit numbers, and either was a 500).
+PAGE_TOKEN = r"^[0-9]{1,9}$"
 SSE_KEEPALIVE = 15.0
+# One event of the stream (OpenAPI 3.1: an event stream's `schema` describes each event): `job` events
+# carry the job object as JSON in `data`, the last is an `end` event.
+SSE_EVENT = {"type": "object", "required": ["data"], "properties": {
+    "event": {"type": "string", "enum": ["job", "end"]}, "data": {"type": "string"}, "id": {"type": "string"}}}
 SSE_POLL = 1.0
 
-router = APIRouter(prefix="/v1", tags=["jobs"], route_class=dialect_route(render_error, FIELD_CODES))
+router = APIRouter(prefix="/v1", tags=["jobs"], route_class=dialect_route(render_error, FIELD_CODES),
+                   responses=error_responses(w.ErrorBody, 400, 401, 413, 429, 500))
+NOT_FOUND = error_responses(w.ErrorBody, 404)
+
+
+class UploadForm(pydantic.BaseModel):
+    """The one-step upload's form: just the image, in field `file` (declared with it)."""
+# `/v1/blobs` (signed output URLs, served by app.py) answers in this shape too.
+DIALECT = Dialect("/v1/jobs", ("/v1/jobs", "/v1/resource", "/v1/blobs"), render_error, uploads=(
+    Upload("POST", "/v1/resource/image/upload"),
+    Upload("PUT", "/v1/resource/image/{resource_id}", raw=True, keyless=True),
+))
 
 
 # ---- helpers ---------------------------------------------------------------------------------------
@@ -105,8 +125,10 @@ def envelope(services: Services, job: Job) -> w.JobEnvelope:
 # ---- jobs ------------------------------------------------------------------------------------------
 
 
-@router.post("/jobs", response_model=w.JobEnvelope, response_model_exclude_none=True,
-             openapi_extra=w.inline_schema(w.JobCreate))
+@router.post("/jobs", response_model=w.JobEnvelope, response_model_exclude_none=True, operation_id="createJob",
+             openapi_extra=w.inline_schema(w.JobCreate),
+             responses={200: {"links": links("job_id", "job/id", "getJob", "cancelJob", "deleteJob", "jobEvents")},
+                        **error_responses(w.ErrorBody, 402, 409)})
 async def create_job(request: Request, principal: PrincipalDep, services: ServicesDep) -> Response:
     """Create a multi-stage job; the same `requestId` with the same body returns the same job."""
     body = await parse(request, w.JobCreate)
@@ -133,9 +155,9 @@ async def price_job(request: Request, principal: PrincipalDep, services: Service
 def list_jobs(principal: PrincipalDep, services: ServicesDep,
               status: Annotated[w.JobStatusWord | None, Query()] = None,
               page_size: Annotated[int, Query(alias="pageSize", ge=1, le=100)] = 20,
-              page_token: Annotated[str | None, Query(alias="pageToken", max_length=20)] = None) -> w.JobsPage:
+              page_token: Annotated[str | None, Query(alias="pageToken", pattern=PAGE_TOKEN)] = None) -> w.JobsPage:
     """The caller's jobs, newest first; `pageToken` is the `nextPageToken` of the previous page."""
-    offset = int(page_token) if page_token and page_token.isdigit() else 0
+    offset = int(page_token) if page_token else 0
     core = CORE_STATUS.get(status) if status is not None else None
     if status is not None and core is None:
         return w.JobsPage(jobs=[], total=0)
@@ -145,26 +167,29 @@ def list_jobs(principal: PrincipalDep, services: ServicesDep,
                       nextPageToken=str(offset + len(jobs)) if more else None)
 
 
-@router.get("/jobs/{job_id}", response_model=w.JobEnvelope, response_model_exclude_none=True)
+@router.get("/jobs/{job_id}", response_model=w.JobEnvelope, response_model_exclude_none=True,
+            operation_id="getJob", responses=NOT_FOUND)
 def get_job(job_id: str, principal: PrincipalDep, services: ServicesDep) -> Response:
     return json_body(envelope(services, services.jobs.get(principal.tenant_id, job_id, with_queue=True)))
 
 
-@router.post("/jobs/{job_id}/cancel", response_model=w.CanceledJob, response_model_exclude_none=True)
+@router.post("/jobs/{job_id}/cancel", response_model=w.CanceledJob, response_model_exclude_none=True,
+             operation_id="cancelJob", responses=NOT_FOUND)
 def cancel_job(job_id: str, principal: PrincipalDep, services: ServicesDep) -> w.CanceledJob:
     """A queued job stops at once; a running one within a denoising step. Credits are released."""
     job = services.jobs.cancel(principal.tenant_id, job_id)
     return w.CanceledJob(jobId=job.id, job=public(services, job))
 
 
-@router.delete("/jobs/{job_id}", response_model=w.CanceledJob, response_model_exclude_none=True)
+@router.delete("/jobs/{job_id}", response_model=w.CanceledJob, response_model_exclude_none=True,
+               operation_id="deleteJob", responses=NOT_FOUND)
 def delete_job(job_id: str, principal: PrincipalDep, services: ServicesDep) -> w.CanceledJob:
     """The seed API's DELETE: the same as cancel."""
     return cancel_job(job_id, principal, services)
 
 
-@router.get("/jobs/{job_id}/events", response_class=StreamingResponse,
-            responses={200: {"content": {"text/event-stream": {}}}})
+@router.get("/jobs/{job_id}/events", response_class=StreamingResponse, operation_id="jobEvents",
+            responses={200: {"content": {"text/event-stream": {"schema": SSE_EVENT}}}, **NOT_FOUND})
 def job_events(job_id: str, principal: PrincipalDep, services: ServicesDep) -> StreamingResponse:
     """Server-Sent Events: a `job` event with the job object on every change, until it ends."""
     services.jobs.get(principal.tenant_id, job_id)  # 404 before the stream starts
@@ -207,7 +232,8 @@ async def _sse_events(services: Services, tenant_id: str, job_id: str,
 
 
 @router.post("/resource/image", response_model=w.ResourcePublic, response_model_exclude_none=True,
-             openapi_extra=w.inline_schema(w.ResourceCreate))
+             operation_id="createResource", openapi_extra=optional(w.inline_schema(w.ResourceCreate)),
+             responses={200: {"links": links("resource_id", "resourceId", "getResource")}})
 async def create_resource(request: Request, principal: PrincipalDep, services: ServicesDep) -> w.ResourcePublic:
     """Step one of an upload: a resource id and a signed URL to PUT the image bytes to."""
     body = await parse(request, w.ResourceCreate) if request.headers.get("content-length", "0") != "0" \
@@ -217,7 +243,8 @@ async def create_resource(request: Request, principal: PrincipalDep, services: S
     return resource_public(res, store.put_url(res, body.expire_sec))
 
 
-@router.put("/resource/image/{resource_id}", response_model=w.ResourcePublic, response_model_exclude_none=True)
+@router.put("/resource/image/{resource_id}", response_model=w.ResourcePublic, response_model_exclude_none=True,
+            openapi_extra=raw_body(*IMAGE_TYPES), responses=NOT_FOUND)
 async def put_resource(resource_id: str, request: Request, services: ServicesDep, t: str = Query(),
                        e: int = Query(), s: str = Query()) -> w.ResourcePublic:
     """Step two: the image bytes, to the signed URL step one returned (no API key needed)."""
@@ -228,7 +255,8 @@ async def put_resource(resource_id: str, request: Request, services: ServicesDep
     return resource_public(res)
 
 
-@router.post("/resource/image/upload", response_model=w.ResourcePublic, response_model_exclude_none=True)
+@router.post("/resource/image/upload", response_model=w.ResourcePublic, response_model_exclude_none=True,
+             openapi_extra=multipart_body(UploadForm, {"file": True}))
 async def upload_resource(request: Request, principal: PrincipalDep, services: ServicesDep) -> w.ResourcePublic:
     """One-step upload: a multipart form with the image in field `file` (or `image`)."""
     limit = services.settings.max_upload_bytes
@@ -247,7 +275,8 @@ async def upload_resource(request: Request, principal: PrincipalDep, services: S
     return resource_public(res)
 
 
-@router.get("/resource/image/{resource_id}", response_model=w.ResourcePublic, response_model_exclude_none=True)
+@router.get("/resource/image/{resource_id}", response_model=w.ResourcePublic, response_model_exclude_none=True,
+            operation_id="getResource", responses=NOT_FOUND)
 def get_resource(resource_id: str, principal: PrincipalDep, services: ServicesDep) -> w.ResourcePublic:
     return resource_public(resources(services).get(principal.tenant_id, resource_id))
 

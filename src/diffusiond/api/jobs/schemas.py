@@ -9,15 +9,18 @@ strings, as in the seed (protobuf JSON).
 from __future__ import annotations
 
 from enum import Enum
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from diffusiond.domain import limits
+
 
 class WireIn(BaseModel):
+    # allow_inf_nan=False: NaN and Infinity (JSON literals or strings) are refused in every float.
     model_config = ConfigDict(alias_generator=to_camel, validate_by_name=True, validate_by_alias=True,
-                              extra="forbid")
+                              extra="forbid", allow_inf_nan=False)
 
 
 class StageType(str, Enum):
@@ -47,12 +50,15 @@ class JobStatusWord(str, Enum):
 # ---- requests ------------------------------------------------------------------------------------
 
 
+Weight = Annotated[float, Field(ge=-limits.MAX_WEIGHT, le=limits.MAX_WEIGHT)]
+
+
 class PromptIn(WireIn):
     text: str = Field(max_length=4000)
-    weight: float = 1.0
+    weight: Weight = 1.0
 
 
-Prompts = list[PromptIn] | str | None
+Prompts = Annotated[list[PromptIn], Field(max_length=limits.MAX_PROMPTS)] | str | None
 
 
 class InputInitializeIn(WireIn):
@@ -63,31 +69,31 @@ class InputInitializeIn(WireIn):
 
 class LoraItemIn(WireIn):
     lora_model: str
-    weight: float = 1.0
+    weight: Weight = 1.0
     block_weight: str | None = None
     lora_access_key: str | None = None
 
 
 class LoraIn(WireIn):
-    items: list[LoraItemIn] = Field(default_factory=list, max_length=10)
+    items: list[LoraItemIn] = Field(default_factory=list, max_length=limits.MAX_LORAS)
 
 
 class EmbeddingItemIn(WireIn):
     model: str
-    weight: float = 1.0
+    weight: Weight = 1.0
     embedding_access_key: str | None = None
 
 
 class EmbeddingIn(WireIn):
-    items: list[EmbeddingItemIn] = Field(default_factory=list, max_length=20)
+    items: list[EmbeddingItemIn] = Field(default_factory=list, max_length=limits.MAX_EMBEDDINGS)
 
 
 class ControlnetIn(WireIn):
-    args: list[dict[str, Any]] = Field(default_factory=list)
+    args: list[dict[str, Any]] = Field(default_factory=list, max_length=limits.MAX_EXTENSION_UNITS)
 
 
 class AnimateDiffIn(WireIn):
-    args: list[dict[str, Any]] = Field(default_factory=list)
+    args: list[dict[str, Any]] = Field(default_factory=list, max_length=limits.MAX_EXTENSION_UNITS)
 
 
 class LayerDiffusionIn(WireIn):
@@ -161,7 +167,7 @@ class AdetailerArgIn(WireIn):
 
 
 class ImageToAdetailerIn(WireIn):
-    args: list[AdetailerArgIn] = Field(min_length=1, max_length=8)
+    args: list[AdetailerArgIn] = Field(min_length=1, max_length=limits.MAX_ADETAILER_REGIONS)
     diffusion: DiffusionIn | None = None
 
 
@@ -187,7 +193,7 @@ class StageIn(WireIn):
 
 
 class StagesIn(WireIn):
-    stages: list[StageIn] = Field(min_length=1, max_length=12)
+    stages: list[StageIn] = Field(min_length=1, max_length=limits.MAX_STAGES)
 
 
 class JobCreate(StagesIn):

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from diffusiond.api.jobs import schemas as w
 from diffusiond.api.vocabulary import a1111
 from diffusiond.domain.errors import InvalidParams, NotFound
-from diffusiond.domain.limits import UPSCALE_MAX_PIXELS, check_size
+from diffusiond.domain.limits import MAX_COUNT, UPSCALE_MAX_PIXELS, check_size
 from diffusiond.domain.models import ModelKind, ModelRecord
 from diffusiond.domain.params import (
     Adetailer,
@@ -34,8 +34,6 @@ from diffusiond.domain.params import (
     WeightedPrompt,
 )
 from diffusiond.domain.pricing import upscale_size
-
-MAX_COUNT = 8
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import uuid
 from functools import partial
-from typing import Annotated
+from typing import Annotated, Any
 
 import pydantic
 from fastapi import APIRouter, Header, Request, Response
@@ -14,7 +14,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
 from diffusiond.api.deps import PrincipalDep, ServicesDep
-from diffusiond.api.errors import dialect_route, validation_to_domain
+from diffusiond.api.edge import Dialect, Upload
+from diffusiond.api.errors import dialect_route, request_id, validation_to_domain
+from diffusiond.api.openapi import BINARY, error_responses, multipart_body
 from diffusiond.api.stability import schemas as s
 from diffusiond.api.stability.translate import diffusion, form_fields, read_upload
 from diffusiond.auth.keys import Principal
@@ -24,7 +26,7 @@ from diffusiond.domain.limits import UPSCALE_MAX_PIXELS, check_size
 from diffusiond.domain.models import ModelKind, ModelRecord
 from diffusiond.domain.params import GenerateSpec, ImageRef, Img2Img, Inpaint, MaskSource, Txt2Img, Upscale
 from diffusiond.domain.pricing import to_credits
-from diffusiond.queue.waiting import wait_for_job
+from diffusiond.queue.waiting import wait_or_cancel
 from diffusiond.services import Services
 
 FIELD_CODES = {"height": "invalid_height_or_width", "width": "invalid_height_or_width"}
@@ -32,14 +34,26 @@ MAX_FORM_FIELDS = 200
 
 
 def render_error(request: Request, err: DomainError) -> Response:
-    body = s.StabilityError(id=uuid.uuid4().hex, name=err.code, message=err.message)
+    body = s.StabilityError(id=request_id(request), name=err.code, message=err.message)
     # The spec files every invalid_* error (file size included) under 400.
     status = 400 if err.code.startswith("invalid_") else err.status
     return JSONResponse(body.model_dump(), status_code=status)
 
 
-router = APIRouter(prefix="/v1", tags=["stability v1"], route_class=dialect_route(render_error, FIELD_CODES))
+router = APIRouter(prefix="/v1", tags=["stability v1"], route_class=dialect_route(render_error, FIELD_CODES),
+                   responses=error_responses(s.StabilityError, 400, 401, 413, 429, 500))
+DIALECT = Dialect("stability v1", ("/v1/generation", "/v1/engines", "/v1/user"), render_error, uploads=(
+    Upload("POST", "/v1/generation/{engine_id}/image-to-image"),
+    Upload("POST", "/v1/generation/{engine_id}/image-to-image/masking", files=2),
+    Upload("POST", "/v1/generation/{engine_id}/image-to-image/upscale"),
+))
 AcceptHeader = Annotated[str, Header(alias="accept")]
+# A generation's answers: the artifacts (JSON or PNG bytes), and the errors a submit can add.
+GENERATED: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"image/png": {"schema": BINARY}}, "model": s.ArtifactsResponse},
+    **error_responses(s.StabilityError, 402, 404, 504),
+}
+PROMPT_FIELDS = {"text_prompts": ("text", "weight")}
 
 
 def wants_png(accept: str | None) -> bool:
@@ -80,20 +94,19 @@ def user_balance(principal: PrincipalDep, services: ServicesDep) -> s.BalanceRes
     return s.BalanceResponse(credits=to_credits(services.tenants.get(principal.tenant_id).balance))
 
 
-@router.post("/generation/{engine_id}/text-to-image",
-             responses={200: {"content": {"image/png": {}}, "model": s.ArtifactsResponse}})
-async def text_to_image(engine_id: str, body: s.TextToImageRequest, principal: PrincipalDep,
+@router.post("/generation/{engine_id}/text-to-image", responses=GENERATED)
+async def text_to_image(engine_id: str, body: s.TextToImageRequest, request: Request, principal: PrincipalDep,
                         services: ServicesDep, accept: AcceptHeader = "application/json") -> Response:
     model = engine(services, principal, engine_id, ModelKind.CHECKPOINT)
     check_samples(body.samples, accept)
     check_size(body.width, body.height, model.family)
     d = diffusion(model.id, body, body.text_prompts, body.width, body.height)
     spec = GenerateSpec(stages=(Txt2Img(d),), count=body.samples, seed=body.seed)
-    return await run(services, principal, spec, accept, uploads=[])
+    return await run(request, services, principal, spec, accept, uploads=[])
 
 
-@router.post("/generation/{engine_id}/image-to-image",
-             responses={200: {"content": {"image/png": {}}, "model": s.ArtifactsResponse}})
+@router.post("/generation/{engine_id}/image-to-image", responses=GENERATED,
+             openapi_extra=multipart_body(s.ImageToImageForm, {"init_image": True}, flatten=PROMPT_FIELDS))
 async def image_to_image(engine_id: str, request: Request, principal: PrincipalDep, services: ServicesDep,
                          accept: AcceptHeader = "application/json") -> Response:
     model = engine(services, principal, engine_id, ModelKind.CHECKPOINT)
@@ -113,11 +126,12 @@ async def image_to_image(engine_id: str, request: Request, principal: PrincipalD
         strength, end = body.step_schedule_start, body.step_schedule_end
     stage = Img2Img(d, init=init.ref, strength=strength, step_schedule_end=end)
     spec = GenerateSpec(stages=(stage,), count=body.samples, seed=body.seed)
-    return await run(services, principal, spec, accept, uploads=[init.ref])
+    return await run(request, services, principal, spec, accept, uploads=[init.ref])
 
 
-@router.post("/generation/{engine_id}/image-to-image/masking",
-             responses={200: {"content": {"image/png": {}}, "model": s.ArtifactsResponse}})
+@router.post("/generation/{engine_id}/image-to-image/masking", responses=GENERATED,
+             openapi_extra=multipart_body(s.MaskingForm, {"init_image": True, "mask_image": False},
+                                          flatten=PROMPT_FIELDS))
 async def masking(engine_id: str, request: Request, principal: PrincipalDep, services: ServicesDep,
                   accept: AcceptHeader = "application/json") -> Response:
     model = engine(services, principal, engine_id, ModelKind.CHECKPOINT)
@@ -145,11 +159,11 @@ async def masking(engine_id: str, request: Request, principal: PrincipalDep, ser
         raise
     stage = Inpaint(d, init=init.ref, mask=mask.ref if mask else None, mask_source=body.mask_source)
     spec = GenerateSpec(stages=(stage,), count=body.samples, seed=body.seed)
-    return await run(services, principal, spec, accept, uploads=uploads)
+    return await run(request, services, principal, spec, accept, uploads=uploads)
 
 
-@router.post("/generation/{engine_id}/image-to-image/upscale",
-             responses={200: {"content": {"image/png": {}}, "model": s.ArtifactsResponse}})
+@router.post("/generation/{engine_id}/image-to-image/upscale", responses=GENERATED,
+             openapi_extra=multipart_body(s.UpscaleForm, {"image": True}))
 async def upscale(engine_id: str, request: Request, principal: PrincipalDep, services: ServicesDep,
                   accept: AcceptHeader = "application/json") -> Response:
     model = engine(services, principal, engine_id, ModelKind.UPSCALER)
@@ -174,7 +188,7 @@ async def upscale(engine_id: str, request: Request, principal: PrincipalDep, ser
                             f"pixel count of {UPSCALE_MAX_PIXELS:,}", code="invalid_pixel_count")
     stage = Upscale(upscaler=model.id, init=image.ref, width=out[0], height=out[1])
     spec = GenerateSpec(stages=(stage,), count=1)
-    return await run(services, principal, spec, accept, uploads=[image.ref])
+    return await run(request, services, principal, spec, accept, uploads=[image.ref])
 
 
 # ---- helpers --------------------------------------------------------------------------------------
@@ -224,17 +238,20 @@ def delete_blobs(services: Services, refs: list[ImageRef]) -> None:
         services.blobs.delete(ref.blob_key)
 
 
-async def run(services: Services, principal: Principal, spec: GenerateSpec, accept: str | None, *,
-              uploads: list[ImageRef]) -> Response:
-    """Submit the job like any other, wait for it, and answer in the format `accept` asks for."""
+async def run(request: Request, services: Services, principal: Principal, spec: GenerateSpec, accept: str | None,
+              *, uploads: list[ImageRef]) -> Response:
+    """Submit the job like any other, wait for it, and answer in the format `accept` asks for.
+
+    A wait that times out, or whose client disconnects, cancels the job and releases its credits.
+    """
     # Database and blob work runs in worker threads: the event loop keeps serving other requests.
     try:
         job = await run_in_threadpool(partial(services.jobs.submit, dialect="stability"), principal.tenant_id, spec)
     except BaseException:
         delete_blobs(services, uploads)  # a refused request leaves nothing behind
         raise
-    job = await wait_for_job(services.jobs, services.events, principal.tenant_id, job.id,
-                             services.settings.sync_timeout_seconds)
+    job = await wait_or_cancel(services.jobs, services.events, principal.tenant_id, job.id,
+                               services.settings.sync_timeout_seconds, request.is_disconnected)
     return await run_in_threadpool(render_job, services, job, accept)
 
 

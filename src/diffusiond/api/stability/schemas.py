@@ -7,7 +7,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from diffusiond.domain import limits
 from diffusiond.domain.params import MaskSource
+
+
+class WireIn(BaseModel):
+    """A request type: NaN and Infinity (JSON literals or form strings) are refused in every float."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
 
 
 class StabilitySampler(str, Enum):
@@ -53,33 +60,33 @@ class StylePreset(str, Enum):
     TILE_TEXTURE = "tile-texture"
 
 
-class TextPrompt(BaseModel):
+class TextPrompt(WireIn):
     text: str = Field(max_length=2000)
-    weight: float = 1.0
+    weight: float = Field(1.0, ge=-limits.MAX_WEIGHT, le=limits.MAX_WEIGHT)
 
 
-class GenerationOptions(BaseModel):
+class GenerationOptions(WireIn):
     """GenerationRequestOptionalParams."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
     cfg_scale: float = Field(7.0, ge=0, le=35)
     clip_guidance_preset: ClipGuidancePreset = ClipGuidancePreset.NONE
     sampler: StabilitySampler | None = None
-    samples: int = Field(1, ge=1, le=10)
+    samples: int = Field(1, ge=1, le=limits.MAX_SAMPLES)
     seed: int = Field(0, ge=0, le=4294967295)
     steps: int = Field(30, ge=10, le=150)
     style_preset: StylePreset | None = None
 
 
 class TextToImageRequest(GenerationOptions):
-    text_prompts: list[TextPrompt] = Field(min_length=1)
+    text_prompts: list[TextPrompt] = Field(min_length=1, max_length=limits.MAX_PROMPTS)
     height: int = 512
     width: int = 512
 
 
 class ImageToImageForm(GenerationOptions):
-    text_prompts: list[TextPrompt] = Field(min_length=1)
+    text_prompts: list[TextPrompt] = Field(min_length=1, max_length=limits.MAX_PROMPTS)
     init_image_mode: Literal["IMAGE_STRENGTH", "STEP_SCHEDULE"] = "IMAGE_STRENGTH"
     image_strength: float = Field(0.35, ge=0, le=1)
     step_schedule_start: float = Field(0.65, ge=0, le=1)
@@ -87,11 +94,11 @@ class ImageToImageForm(GenerationOptions):
 
 
 class MaskingForm(GenerationOptions):
-    text_prompts: list[TextPrompt] = Field(min_length=1)
+    text_prompts: list[TextPrompt] = Field(min_length=1, max_length=limits.MAX_PROMPTS)
     mask_source: MaskSource
 
 
-class UpscaleForm(BaseModel):
+class UpscaleForm(WireIn):
     width: int | None = Field(None, ge=512)
     height: int | None = Field(None, ge=512)
 

@@ -11,7 +11,8 @@ from diffusiond.api.stability.schemas import GenerationOptions, TextPrompt
 from diffusiond.domain.errors import InvalidParams, PayloadTooLarge
 from diffusiond.domain.params import Diffusion, Sampler, WeightedPrompt
 
-_PROMPT_FIELD = re.compile(r"^text_prompts\[(\d+)\]\[(text|weight)\]$")
+# ASCII digits, a few of them: `int()` of a long or non-ASCII digit string is a 500 waiting to happen.
+_PROMPT_FIELD = re.compile(r"^text_prompts\[([0-9]{1,4})\]\[(text|weight)\]$")
 
 
 def split_prompts(prompts: list[TextPrompt]) -> tuple[tuple[WeightedPrompt, ...], tuple[WeightedPrompt, ...]]:

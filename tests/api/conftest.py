@@ -1,0 +1,25 @@
+"""The server the hardening tests share: no workers (nothing submitted runs, so a synchronous request
+always waits out its 2 s timeout), and the tiny model registered as `tiny`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.api.jobs.conftest import KeyFactory, key_factory, start_server
+from tests.conftest import LiveServer
+
+
+@pytest.fixture(scope="session")
+def edge_server(tmp_path_factory: pytest.TempPathFactory, tiny_sd_dir: Path) -> Iterator[LiveServer]:
+    live = start_server(tmp_path_factory.mktemp("edge"), tiny_sd_dir, DIFFUSIOND_EXECUTOR="none",
+                        DIFFUSIOND_SYNC_TIMEOUT_SECONDS="2")
+    yield live
+    live.stop()
+
+
+@pytest.fixture
+def edge_key(edge_server: LiveServer) -> Iterator[KeyFactory]:
+    yield from key_factory(edge_server)
