@@ -26,9 +26,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import select
 
 from diffusiond.domain.jobs import JobStatus
 from diffusiond.domain.models import ModelKind
+from diffusiond.store.tables import JobRow
 from tests.conftest import LiveServer, free_port, prepare_home
 
 SEED = 14
@@ -92,8 +94,9 @@ def test_fuzz_every_operation_of_every_dialect(fuzz_server: LiveServer, tmp_path
         declared = sum(1 for item in httpx.get(f"{fuzz_server.url}/openapi.json").json()["paths"].values()
                        for method in item if method in ("get", "put", "post", "delete", "patch"))
         assert result["operations"]["tested"] == declared == result["operations"]["total"]
-        jobs, _ = view.jobs.list(created.tenant_id, limit=1000)
-        print("jobs the fuzzer made:", sorted(Counter(j.status.value for j in jobs).items()))
-        assert any(j.status is JobStatus.SUCCEEDED for j in jobs), "no generated job ran on the worker"
+        with view.db.read() as s:  # soft-deleted ones too: the fuzzer's DELETEs hide custom-model predictions
+            statuses = list(s.scalars(select(JobRow.status).where(JobRow.tenant_id == created.tenant_id)))
+        print("jobs the fuzzer made:", sorted(Counter(statuses).items()))
+        assert JobStatus.SUCCEEDED.value in statuses, "no generated job ran on the worker"
     finally:
         view.db.dispose()
