@@ -28,6 +28,7 @@ from diffusiond.queue.job_service import JobService, SuccessEffect
 from diffusiond.queue.local_executor import LocalExecutor, WorkerPool
 from diffusiond.queue.worker import Handlers
 from diffusiond.store.database import Database
+from diffusiond.webhooks.callbacks import CallbackService
 from diffusiond.webhooks.dispatcher import WebhookDispatcher
 from diffusiond.webhooks.ssrf import UrlPolicy
 
@@ -53,6 +54,7 @@ class Services:
     rate_limiter: RateLimiter
     uploads: UploadRules
     datasets: DatasetService
+    callbacks: CallbackService
     executor: Executor | None = None
     webhooks: WebhookDispatcher | None = None
     extras: dict[str, object] = field(default_factory=dict)
@@ -61,6 +63,8 @@ class Services:
         """Migrate, register built-ins, bootstrap the admin key, start workers."""
         self.db.migrate()
         self.models.register_builtins(bundled=self.settings.bundled_models)
+        if self.settings.anonymous_tenant:
+            self.keys.ensure_tenant(self.settings.anonymous_tenant, from_credits(self.settings.default_credits))
         if self.settings.bootstrap_key is not None:
             self.keys.ensure_bootstrap(self.settings.bootstrap_key.get_secret_value(),
                                        from_credits(self.settings.default_credits))
@@ -171,9 +175,10 @@ def build_services(settings: Settings, *, with_workers: bool | None = None) -> S
     tenants = TenantService(db)
     services = Services(
         settings=settings, db=db, blobs=blobs, signer=signer,
-        keys=KeyService(db, settings.auth_cache_seconds), tenants=tenants, models=models, events=events, jobs=jobs,
+        keys=KeyService(db, settings.auth_cache_seconds, anonymous_tenant=settings.anonymous_tenant),
+        tenants=tenants, models=models, events=events, jobs=jobs,
         rate_limiter=build_rate_limiter(settings),
-        uploads=uploads, datasets=DatasetService(db, blobs, uploads),
+        uploads=uploads, datasets=DatasetService(db, blobs, uploads), callbacks=CallbackService(db, url_policy),
         webhooks=WebhookDispatcher(db, tenants, url_policy),
     )
     run_workers = settings.executor == "local" if with_workers is None else with_workers

@@ -80,6 +80,14 @@ class NewArtifact:
 
 
 @dataclass(frozen=True)
+class NotifyTarget:
+    """Where a job's webhooks go, and in which envelope (`standard`, or `sns`: webhooks/formats.py)."""
+
+    url: str
+    format: str = "standard"
+
+
+@dataclass(frozen=True)
 class Claim:
     job: Job
     attempt: int
@@ -131,8 +139,12 @@ class JobService:
 
     def submit(self, tenant_id: str, spec: WorkSpec, *, dialect: str, request_id: str | None = None,
                request_hash: str | None = None, notify_url: str | None = None,
-               endpoint: str = "default", parent_id: str | None = None) -> Job:
+               endpoint: str = "default", parent_id: str | None = None,
+               notify_targets: Sequence[NotifyTarget] = (), dialect_data: Mapping[str, Any] | None = None) -> Job:
         """Create a queued job and reserve its credits, or return the job `request_id` made.
+
+        `notify_targets` are more webhook targets (a tenant's registered callbacks), each with its
+        own outbox row per transition; `dialect_data` is kept with the job for its dialect to read.
 
         Before the transaction: the notify URL is checked, a random seed chosen where the spec asks
         for one, and the job priced. Then one transaction: the row (or, for a `request_id` already
@@ -143,6 +155,8 @@ class JobService:
         """
         if notify_url:
             self.url_policy.check(notify_url)
+        for target in notify_targets:
+            self.url_policy.check(target.url)
         spec = with_seed(spec)
         cost = price(spec)
         job_id = uuid.uuid4().hex
@@ -154,7 +168,8 @@ class JobService:
                 batch_key=batch_key(spec) if isinstance(spec, GenerateSpec) else "",
                 endpoint=endpoint, status=JobStatus.QUEUED.value, attempt=0, progress={},
                 credits_reserved=cost, credits_charged=0, notify_url=notify_url, cancel_requested=False,
-                parent_id=parent_id,
+                parent_id=parent_id, dialect_data=dict(dialect_data) if dialect_data is not None else None,
+                notify_targets=[{"url": t.url, "format": t.format} for t in notify_targets] or None,
                 created_at=now, updated_at=now,
             )
             # A plain INSERT (the ORM's unit of work costs more than the rest of the submit) that
@@ -182,6 +197,14 @@ class JobService:
             raise Conflict(f"requestId {request_id!r} was already used with a different body",
                            code="idempotency_conflict")
         return row
+
+    def get_by_request(self, tenant_id: str, request_id: str) -> Job:
+        """The tenant's job that `request_id` made (not soft-deleted), or NotFound."""
+        with self.db.read() as s:
+            row = s.scalar(_BY_REQUEST, {"tenant": tenant_id, "request": request_id})
+            if row is None or row.deleted_at is not None:
+                raise NotFound(f"request {request_id} not found")
+            return self._to_job(s, row, with_queue=True)
 
     def _check_queued(self, s: Session, tenant_id: str) -> None:
         """Refuse a job beyond the tenant's limit of queued jobs (the new one is counted).
@@ -483,15 +506,24 @@ class JobService:
         self._outbox(s, row, f"job.{status.value}", terminal=True)
 
     def _outbox(self, s: Session, row: JobRow, event: str, *, terminal: bool = False) -> None:
-        """The transition's webhook: the core's envelope, the body rendered by the job's dialect."""
-        if not row.notify_url:
+        """The transition's webhooks: the core's envelope, the body rendered by the job's dialect, one
+        outbox row per target (the job's notify URL, then its notify targets)."""
+        targets = [NotifyTarget(row.notify_url)] if row.notify_url else []
+        targets += [NotifyTarget(t["url"], t.get("format", "standard")) for t in row.notify_targets or []]
+        if not targets:
             return
         envelope = WebhookEnvelope(event, self._to_job(s, row, artifacts=terminal), now_utc())
         body = self.webhook_renderers.get(row.dialect, core_body)(envelope)
         if body is None:
             return
-        s.add(OutboxRow(id=uuid.uuid4().hex, tenant_id=row.tenant_id, job_id=row.id if terminal else None,
-                        event=event, url=row.notify_url, terminal=terminal, payload=json.dumps(body)))
+        payload = json.dumps(body)
+        seen: set[str] = set()
+        for target in targets:
+            if target.url in seen:  # one row per URL: the terminal row is unique per (job, url)
+                continue
+            seen.add(target.url)
+            s.add(OutboxRow(id=uuid.uuid4().hex, tenant_id=row.tenant_id, job_id=row.id if terminal else None,
+                            event=event, url=target.url, format=target.format, terminal=terminal, payload=payload))
         if self.on_outbox is not None:
             notify = self.on_outbox
             sa_event.listen(s, "after_commit", lambda _session: notify(), once=True)
@@ -517,6 +549,7 @@ class JobService:
             finished_at=as_utc(row.finished_at) if row.finished_at else None,
             artifacts=tuple(_artifact(a) for a in arts), queue_position=queue, endpoint=row.endpoint,
             metrics=dict(row.metrics or {}), parent_id=row.parent_id,
+            dialect_data=dict(row.dialect_data or {}),
         )
 
 
