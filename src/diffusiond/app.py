@@ -12,6 +12,7 @@ from fastapi import FastAPI, Query, Response
 from fastapi.responses import FileResponse, JSONResponse
 
 from diffusiond import __version__
+from diffusiond.api.a1111.routes import router as a1111_router
 from diffusiond.api.admin.routes import router as admin_router
 from diffusiond.api.deps import ServicesDep
 from diffusiond.api.jobs.routes import router as jobs_router
@@ -43,6 +44,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(stability_router)
     app.include_router(jobs_router)
     app.include_router(admin_router)
+    app.include_router(a1111_router)
 
     @app.get("/healthz", tags=["meta"])
     def healthz() -> dict[str, str]:

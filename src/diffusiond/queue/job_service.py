@@ -36,7 +36,7 @@ from diffusiond.domain.jobs import (
     JobStatus,
     ModelFileArtifact,
 )
-from diffusiond.domain.params import GenerateSpec
+from diffusiond.domain.params import Diffusion, GenerateSpec, Txt2Img
 from diffusiond.domain.pricing import price
 from diffusiond.domain.seeds import random_seed
 from diffusiond.domain.spec_codec import WorkSpec, kind_of, spec_to_json
@@ -197,6 +197,43 @@ class JobService:
             raise Conflict(f"requestId {request_id!r} was already used with a different body",
                            code="idempotency_conflict")
         return row
+
+    def submit_failed(self, tenant_id: str, *, dialect: str, request_id: str, request_hash: str | None,
+                      code: str, message: str, notify_targets: Sequence[NotifyTarget] = (),
+                      dialect_data: Mapping[str, Any] | None = None) -> Job:
+        """Record a request a dialect accepted but could not run as a job that failed at once.
+
+        For queue APIs that answer every well-formed task with 200 and report what went wrong
+        through the task's result and callbacks (the EKS API). Nothing is reserved or charged; the
+        terminal webhooks are queued in the same transaction. A `request_id` already used returns
+        the job it made.
+        """
+        for target in notify_targets:
+            self.url_policy.check(target.url)
+        job_id = uuid.uuid4().hex
+        placeholder = GenerateSpec(stages=(Txt2Img(Diffusion(model="", prompts=())),))
+        with self.db.session() as s:
+            now = now_utc()
+            values: dict[str, Any] = dict(
+                id=job_id, tenant_id=tenant_id, request_id=request_id, request_hash=request_hash,
+                kind=JobKind.GENERATE.value, dialect=dialect, spec=spec_to_json(placeholder), batch_key="",
+                endpoint="default", status=JobStatus.FAILED.value, attempt=0, progress={}, credits_reserved=0,
+                credits_charged=0, notify_url=None, cancel_requested=False, error_code=code, error_message=message,
+                dialect_data=dict(dialect_data) if dialect_data is not None else None,
+                notify_targets=[{"url": t.url, "format": t.format} for t in notify_targets] or None,
+                created_at=now, updated_at=now, finished_at=now,
+            )
+            if s.execute(self._insert_job, values).rowcount != 1:  # type: ignore[attr-defined]
+                existing = self._by_request(s, tenant_id, request_id, request_hash)
+                if existing is None:
+                    raise Conflict(f"requestId {request_id!r} is in use; retry", code="idempotency_conflict")
+                return self._to_job(s, existing)
+            row = s.get(JobRow, job_id)
+            assert row is not None
+            self._outbox(s, row, "job.failed", terminal=True)
+            job = self._to_job(s, row)
+        self.events.publish(job_id)
+        return job
 
     def get_by_request(self, tenant_id: str, request_id: str) -> Job:
         """The tenant's job that `request_id` made (not soft-deleted), or NotFound."""
