@@ -15,6 +15,7 @@ from diffusiond import __version__
 from diffusiond.api.a1111.routes import router as a1111_router
 from diffusiond.api.admin.routes import router as admin_router
 from diffusiond.api.deps import ServicesDep
+from diffusiond.api.eks.routes import router as eks_router
 from diffusiond.api.jobs.routes import router as jobs_router
 from diffusiond.api.stability.routes import router as stability_router
 from diffusiond.config import Settings
@@ -45,6 +46,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(jobs_router)
     app.include_router(admin_router)
     app.include_router(a1111_router)
+    app.include_router(eks_router)
 
     @app.get("/healthz", tags=["meta"])
     def healthz() -> dict[str, str]:

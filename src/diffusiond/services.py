@@ -26,7 +26,7 @@ from diffusiond.queue.events import JobEvents
 from diffusiond.queue.executor import Executor
 from diffusiond.queue.job_service import JobService, SuccessEffect
 from diffusiond.queue.local_executor import LocalExecutor, WorkerPool
-from diffusiond.queue.worker import Handlers
+from diffusiond.queue.worker import Handlers, OutputLayout
 from diffusiond.store.database import Database
 from diffusiond.webhooks.callbacks import CallbackService
 from diffusiond.webhooks.dispatcher import WebhookDispatcher
@@ -139,9 +139,18 @@ def build_handlers(settings: Settings, models: ModelRegistry, blobs: BlobStore) 
 
 def build_webhook_renderers(signer: UrlSigner, settings: Settings) -> dict[str, WebhookRenderer]:
     """Each dialect's webhook body for the jobs it submitted (others get the core's body)."""
+    from diffusiond.api.eks.outputs import Locations, eks_webhook_renderer
     from diffusiond.api.jobs.webhooks import job_webhook_renderer
 
-    return {"jobs": job_webhook_renderer(signer, settings.url_expiry_seconds)}
+    return {"jobs": job_webhook_renderer(signer, settings.url_expiry_seconds),
+            "eks": eks_webhook_renderer(Locations(settings, signer))}
+
+
+def build_output_layouts(blobs: BlobStore) -> dict[str, OutputLayout]:
+    """Dialects whose jobs' files the worker lays out their way (the EKS task folders)."""
+    from diffusiond.api.eks.outputs import EksOutputLayout
+
+    return {"eks": EksOutputLayout(blobs)}
 
 
 def build_success_effects(models: ModelRegistry) -> dict[JobKind, SuccessEffect]:
@@ -155,7 +164,7 @@ def build_executor(settings: Settings, jobs: JobService, blobs: BlobStore, model
         WorkerPool("train", settings.training_workers, [JobKind.TRAIN, JobKind.MERGE]),
     ]
     return LocalExecutor(jobs, blobs, lambda: build_handlers(settings, models, blobs), pools=pools,
-                         batch_window=settings.batch_window_ms / 1000)
+                         batch_window=settings.batch_window_ms / 1000, layouts=build_output_layouts(blobs))
 
 
 def build_services(settings: Settings, *, with_workers: bool | None = None) -> Services:

@@ -200,7 +200,7 @@ class JobService:
 
     def submit_failed(self, tenant_id: str, *, dialect: str, request_id: str, request_hash: str | None,
                       code: str, message: str, notify_targets: Sequence[NotifyTarget] = (),
-                      dialect_data: Mapping[str, Any] | None = None) -> Job:
+                      dialect_data: Mapping[str, Any] | None = None, job_id: str | None = None) -> Job:
         """Record a request a dialect accepted but could not run as a job that failed at once.
 
         For queue APIs that answer every well-formed task with 200 and report what went wrong
@@ -210,7 +210,7 @@ class JobService:
         """
         for target in notify_targets:
             self.url_policy.check(target.url)
-        job_id = uuid.uuid4().hex
+        job_id = job_id or uuid.uuid4().hex
         placeholder = GenerateSpec(stages=(Txt2Img(Diffusion(model="", prompts=())),))
         with self.db.session() as s:
             now = now_utc()
