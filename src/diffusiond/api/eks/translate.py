@@ -29,7 +29,7 @@ ROUTING_KEYS = ("task", "id_task", "uid", "save_dir", "image_link", "sd_model_ch
                 "override_settings")
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _SEGMENT = re.compile(r"^[A-Za-z0-9._-]+$")
-URL_PREFIXES = ("http://", "https://", "s3://")
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 def structure(reason: str) -> InvalidParams:
@@ -161,6 +161,6 @@ def prepared_content(task: Task, model: str | None, fetch: Callable[[str], bytes
 
 def inline(value: Any, fetch: Callable[[str], bytes]) -> Any:
     """A linked image as base64 (what the solution's worker puts in its place); anything else as is."""
-    if isinstance(value, str) and value.strip().lower().startswith(URL_PREFIXES):
+    if isinstance(value, str) and _URL.match(value.strip()):
         return base64.b64encode(fetch(value.strip())).decode()
     return value
