@@ -276,6 +276,17 @@ def test_dynamic_model_switch_and_failed_task(eks_server: LiveServer, tenant: Cr
     assert "gone" in httpx.get(callbacks["no-model"]["output_url"]).json()["parameters"]["error_msg"]
 
 
+def test_a_task_that_fails_in_the_worker_leaves_its_result_file(eks_server: LiveServer, tenant: CreatedKey) -> None:
+    with client(eks_server, tenant.key) as c:
+        body = v2("worker-fails", {**SMALL, "sampler_name": "DDIM", "scheduler": "karras"})
+        assert c.post("/v1alpha2", json=body).status_code == 200
+        status = wait_task(c, "worker-fails")
+    assert status["status"] == "failed" and status["error"]["code"] == "invalid_sampler_schedule"
+    files = folder_files(status["output_location"])
+    assert list(files) == [status["output_url"].split("?")[0].rsplit("/", 1)[1]]  # the .out only, no image
+    assert "karras" in httpx.get(status["output_url"]).json()["parameters"]["error_msg"]
+
+
 def test_burst_of_50_then_429(eks_server: LiveServer, tenant: CreatedKey) -> None:
     """A key made with `keys create --rate --burst`: 50 at once pass, the 51st waits (a slow refill
     keeps the count exact); the server's defaults are the same burst at 30 a second."""
