@@ -9,6 +9,7 @@ unknown model, an image link that cannot be fetched) is accepted and fails, as i
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -29,6 +30,7 @@ from diffusiond.api.eks.translate import (
     parse_json,
     prepared_content,
     request_hash,
+    request_id,
     structure,
     v1alpha1_task,
     v1alpha2_task,
@@ -249,10 +251,12 @@ def outputs_location(services: Services, job: Job) -> str:
 @router.get("/v1alpha2/tasks/{task_id}", response_model=s.TaskStatus)
 def task_status(task_id: str, principal: PrincipalDep, services: ServicesDep) -> s.TaskStatus:
     """A task's status, progress and outputs (this server's addition; the solution has no status route)."""
-    try:
-        job = services.jobs.get_by_request(principal.tenant_id, f"eks:{task_id}")
-    except NotFound:
-        raise NotFound(f"task {task_id} not found") from None
+    job = None
+    for version in ("v1alpha2", "v1alpha1"):
+        with contextlib.suppress(NotFound):
+            job = job or services.jobs.get_by_request(principal.tenant_id, request_id(version, task_id))
+    if job is None:
+        raise NotFound(f"task {task_id} not found")
     data = job.dialect_data
     where = outputs.Locations(services.settings, services.signer)
     done = job.status.terminal

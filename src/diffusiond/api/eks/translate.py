@@ -51,7 +51,12 @@ class Task:
 
     @property
     def request_id(self) -> str:
-        return f"eks:{self.id}"
+        """The job's idempotency key: ids are per API version (both samples of the solution use test-t2i)."""
+        return request_id(self.version, self.id)
+
+
+def request_id(version: str, task_id: str) -> str:
+    return f"eks:{version}:{task_id}"
 
 
 def request_hash(body: Any) -> str:
