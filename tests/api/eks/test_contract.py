@@ -132,16 +132,16 @@ def wait_callbacks(receiver: Receiver, n: int, timeout: float = 30) -> list[Any]
     return got
 
 
-@pytest.mark.parametrize("path", ["/v1alpha2", "/v1alpha2/", "//v1alpha2/"])
+@pytest.mark.parametrize("path", ["/v1alpha2", "/v1alpha2/", "//v1alpha2/", "//v1alpha2"])
 def test_every_v1alpha2_url_form(eks_server: LiveServer, tenant: CreatedKey, path: str) -> None:
     with client(eks_server, tenant.key) as c:
-        r = c.post(eks_server.url + path, json=v2(f"form{len(path)}", {**SMALL, "steps": 2}))
-    assert r.status_code == 200 and r.json()["id"] == f"form{len(path)}", r.text
+        r = c.post(eks_server.url + path, json=v2(f"form{path.count('/')}{len(path)}", {**SMALL, "steps": 2}))
+    assert r.status_code == 200 and r.json()["id"] == f"form{path.count('/')}{len(path)}", r.text
 
 
-@pytest.mark.parametrize("path", ["/v1alpha1", "/v1alpha1/", "//v1alpha1/"])
+@pytest.mark.parametrize("path", ["/v1alpha1", "/v1alpha1/", "//v1alpha1/", "//v1alpha1"])
 def test_v1alpha1_sample_shape(eks_server: LiveServer, tenant: CreatedKey, path: str) -> None:
-    task_id = f"v1-{len(path)}"
+    task_id = f"v1-{path.count('/')}{len(path)}"
     body = {"alwayson_scripts": {"task": "text-to-image", "sd_model_checkpoint": "v1-5-pruned-emaonly.safetensors",
                                  "id_task": task_id, "save_dir": "outputs"}, **SMALL}
     with client(eks_server, tenant.key) as c:

@@ -139,9 +139,11 @@ async def submit_v1alpha1(request: Request, principal: PrincipalDep, services: S
                                      output_location=outputs_location(services, job)).model_dump())
 
 
-# The solution's base URL ends in "/", so its own test script posts to //v1alpha2/.
+# The solution's base URL ends in "/", so its own test script posts to //v1alpha2/ (and, for
+# ComfyUI runtimes, to //v1alpha2).
 for _path, _endpoint in (("/v1alpha2/", submit_v1alpha2), ("//v1alpha2/", submit_v1alpha2),
-                         ("/v1alpha1/", submit_v1alpha1), ("//v1alpha1/", submit_v1alpha1)):
+                         ("//v1alpha2", submit_v1alpha2), ("/v1alpha1/", submit_v1alpha1),
+                         ("//v1alpha1/", submit_v1alpha1), ("//v1alpha1", submit_v1alpha1)):
     router.add_api_route(_path, _endpoint, methods=["POST"], include_in_schema=False)
 
 

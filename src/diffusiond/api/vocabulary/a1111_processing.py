@@ -498,11 +498,12 @@ def extras_spec(body: ExtrasRequest, image: ImageRef, lookups: Lookups) -> Gener
         raise unsupported("gfpgan_visibility", "face restoration is not available on this server")
     if body.upscaler_2 not in ("", "None") and body.extras_upscaler_2_visibility > 0:
         raise unsupported("upscaler_2", "blending a second upscaler is not supported")
+    wanted = a1111.upscaler_id(body.upscaler_1)
     try:
-        upscaler = lookups.resolve(a1111.upscaler_id(body.upscaler_1), ModelKind.UPSCALER).id
+        upscaler = lookups.resolve(wanted, ModelKind.UPSCALER).id
     except NotFound:
-        raise invalid("upscaler_1", f"upscaler {body.upscaler_1!r} is not installed on this server "
-                                    "(see /sdapi/v1/upscalers)", "model_not_found") from None
+        raise invalid("upscaler_1", f"upscaler {body.upscaler_1!r} is not installed on this server (register it "
+                                    f"as model id {wanted!r}; see /sdapi/v1/upscalers)", "model_not_found") from None
     if body.resize_mode == 0:
         if not 0 < body.upscaling_resize <= 8:
             raise invalid("upscaling_resize", "must be in (0, 8]", "invalid_height_or_width")
