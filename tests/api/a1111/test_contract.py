@@ -187,8 +187,8 @@ def test_read_routes(a1111_server: LiveServer, a1111_key: KeyFactory, route: str
         assert list(r.json()["loaded"]) == ["tinyemb"]
 
 
-@pytest.mark.parametrize("route", ["refresh-checkpoints", "unload-checkpoint", "reload-checkpoint", "skip",
-                                   "interrupt"])
+@pytest.mark.parametrize("route", ["refresh-checkpoints", "refresh-vae", "refresh-loras", "unload-checkpoint",
+                                   "reload-checkpoint", "skip", "interrupt"])
 def test_control_routes_answer_json(a1111_server: LiveServer, a1111_key: KeyFactory, route: str) -> None:
     with basic(a1111_server, a1111_key()) as c:
         r = c.post(f"/{route}", json={})

@@ -310,3 +310,16 @@ def test_thirty_a_second_sustained_all_pass(eks_server: LiveServer, tenant: Crea
             time.sleep(max(0.0, start + i / 30 - time.monotonic()))
             codes.append(c.get("/v1alpha2/tasks/none").status_code)
     assert set(codes) == {404}
+
+
+def test_callbacks_admin_api(eks_server: LiveServer, tenant: CreatedKey) -> None:
+    base = f"/v1/admin/tenants/{tenant.tenant_id}/callbacks"
+    with eks_server.client() as admin, client(eks_server, tenant.key) as user:
+        made = admin.post(base, json={"url": "http://127.0.0.1:9/hook", "format": "sns"}).json()
+        assert made["format"] == "sns" and made["dialect"] == "eks"
+        assert admin.post(base, json={"url": "http://127.0.0.1:9/hook"}).status_code == 409
+        assert admin.post(base, json={"url": "http://10.0.0.1/hook"}).status_code == 400  # the SSRF guard
+        assert [c["id"] for c in admin.get(base).json()["callbacks"]] == [made["id"]]
+        assert user.get(base).status_code == 403
+        assert admin.delete(f"{base}/{made['id']}").json() == {"callbacks": []}
+        assert admin.delete(f"{base}/{made['id']}").status_code == 404
