@@ -1,6 +1,6 @@
 """`make bench`: run the benchmarks, print their tables, append dated sections to BENCHMARKS.md.
 
-    python -m bench.run_all [--quick] [--only cpu|control|cold|gpu[,...]] [--output PATH]
+    python -m bench.run_all [--quick] [--only cpu|control|cold|dialects|gpu[,...]] [--output PATH]
                             [--model-dir PATH] [--label TEXT] [--server-env KEY=VALUE ...]
 
 The default run (cpu, control, cold; gpu when CUDA is present, else a section saying it was not
@@ -19,11 +19,11 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench import cold_start, control_plane, cpu_throughput, gpu_throughput
+from bench import cold_start, control_plane, cpu_throughput, dialects, gpu_throughput
 from bench.report import DEFAULT_OUTPUT, Section, machine_description, write_section
 from bench.server import BenchModel, parse_env, resolve_model
 
-BENCHMARKS = ("cpu", "control", "cold", "gpu")
+BENCHMARKS = ("cpu", "control", "cold", "dialects", "gpu")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -105,6 +105,9 @@ def run_cpu_side(name: str, model: BenchModel, work: Path, args: argparse.Namesp
             cfg = dataclasses.replace(cfg, sizes=tuple(int(x) for x in args.sizes.split(",")))
         return cpu_throughput.run(model, work, config=cfg, server_env=env, label=args.label,
                                   threads=args.torch_threads)
+    if name == "dialects":
+        return dialects.run(model, work, config=dialects.QUICK if args.quick else dialects.DialectConfig(),
+                            server_env=env, label=args.label)
     if name == "control":
         base = control_plane.QUICK if args.quick else control_plane.ControlConfig()
         ctl = dataclasses.replace(base, pg_admin_url=args.pg_admin_url)

@@ -13,11 +13,15 @@ from fastapi.responses import FileResponse
 
 from diffusiond import __version__
 from diffusiond.api import edge, openapi
+from diffusiond.api.a1111.routes import EDGE as A1111
+from diffusiond.api.a1111.routes import router as a1111_router
 from diffusiond.api.admin.routes import DIALECT as ADMIN
 from diffusiond.api.admin.routes import router as admin_router
 from diffusiond.api.custom.routes import DIALECT as CUSTOM
 from diffusiond.api.custom.routes import router as custom_router
 from diffusiond.api.deps import ServicesDep, authenticate
+from diffusiond.api.eks.routes import EDGE as EKS
+from diffusiond.api.eks.routes import router as eks_router
 from diffusiond.api.jobs.routes import DIALECT as JOBS
 from diffusiond.api.jobs.routes import router as jobs_router
 from diffusiond.api.stability.routes import DIALECT as STABILITY
@@ -29,7 +33,7 @@ from diffusiond.services import Services, build_services
 WEB_DIR = Path(__file__).parent / "web" / "static"
 # Which error shape each path prefix answers in, and which of its routes take uploads (api/edge.py).
 # A dialect joins with one line here.
-DIALECTS = (STABILITY, JOBS, ADMIN, CUSTOM)
+DIALECTS = (STABILITY, JOBS, ADMIN, CUSTOM, A1111, EKS)
 
 
 def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
@@ -54,6 +58,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(jobs_router)
     app.include_router(admin_router)
     app.include_router(custom_router)
+    app.include_router(a1111_router)
+    app.include_router(eks_router)
     openapi.install(app)
 
     @app.get("/healthz", tags=["meta"], responses=openapi.error_responses(edge.GenericError, 500))

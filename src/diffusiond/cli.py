@@ -29,6 +29,8 @@ train_app = typer.Typer(help="Train the bundled base models.", no_args_is_help=T
 app.add_typer(keys_app, name="keys")
 app.add_typer(models_app, name="models")
 app.add_typer(train_app, name="train-base")
+callbacks_app = typer.Typer(help="Manage tenants' completion callback URLs (EKS callbacks).", no_args_is_help=True)
+app.add_typer(callbacks_app, name="callbacks")
 
 
 def _services() -> Services:
@@ -88,11 +90,16 @@ def keys_create(
     admin: Annotated[bool, typer.Option(help="Give the key the admin role.")] = False,
     credits: Annotated[Optional[float], typer.Option(help="Starting credits of the new tenant.")] = None,  # noqa: UP045
     tenant: Annotated[Optional[str], typer.Option(help="Add the key to this existing tenant.")] = None,  # noqa: UP045
+    rate: Annotated[Optional[float], typer.Option(  # noqa: UP045
+        help="Requests per second this key's token bucket refills (default DIFFUSIOND_RATE_LIMIT_PER_SECOND).")] = None,
+    burst: Annotated[Optional[int], typer.Option(  # noqa: UP045
+        help="Requests this key may send at once, the bucket's size (default DIFFUSIOND_RATE_LIMIT_BURST).")] = None,
 ) -> None:
     """Create an API key and print it once."""
     services = _services()
     amount = services.settings.default_credits if credits is None else credits
-    created = services.keys.create(name, admin=admin, credits_milli=from_credits(amount), tenant_id=tenant)
+    created = services.keys.create(name, admin=admin, credits_milli=from_credits(amount), tenant_id=tenant,
+                                   rate=rate, burst=burst)
     typer.echo(f"tenant: {created.tenant_id}", err=True)
     typer.echo(f"key id: {created.key_id} (the key below is shown only once)", err=True)
     typer.echo(created.key)
@@ -103,6 +110,30 @@ def keys_revoke(key_id: str) -> None:
     """Revoke a key by its id."""
     _services().keys.revoke(key_id)
     typer.echo(f"revoked {key_id}")
+
+
+@callbacks_app.command("add")
+def callbacks_add(
+    tenant: str, url: str,
+    sns: Annotated[bool, typer.Option(help="Wrap each body in an SNS Notification envelope.")] = False,
+) -> None:
+    """Send TENANT's EKS task completions to URL."""
+    cb = _services().callbacks.add(tenant, url, format="sns" if sns else "standard")
+    typer.echo(f"{cb.id} {cb.url} ({cb.format})")
+
+
+@callbacks_app.command("list")
+def callbacks_list(tenant: str) -> None:
+    """List TENANT's callback URLs."""
+    for cb in _services().callbacks.list(tenant):
+        typer.echo(f"{cb.id}  {cb.dialect:<6} {cb.format:<8} {cb.url}")
+
+
+@callbacks_app.command("remove")
+def callbacks_remove(tenant: str, callback_id: str) -> None:
+    """Remove one of TENANT's callbacks."""
+    _services().callbacks.remove(tenant, callback_id)
+    typer.echo(f"removed {callback_id}")
 
 
 @models_app.command("add")

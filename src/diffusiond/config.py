@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     default_credits: float = 100.0
     rate_limit_per_second: float = 30.0
     rate_limit_burst: int = 50
+    # Requests that present no key act as this tenant (created on start). For a single-user install
+    # on loopback only: anyone who can reach the port spends its credits (see the README). Off: None.
+    anonymous_tenant: str | None = None
     rate_limiter: Literal["memory", "redis"] = "memory"
     redis_url: str = "redis://127.0.0.1:6379/0"
     max_upload_bytes: int = 10 * 1024 * 1024  # one uploaded image file
@@ -83,6 +86,12 @@ class Settings(BaseSettings):
     url_expiry_seconds: int = 3600
 
     webhook_allow_hosts: str = ""
+    # Server-side fetches of client URLs (EKS image links): the same SSRF guard as webhooks, plus limits.
+    fetch_max_bytes: int = 20 * 1024 * 1024
+    fetch_timeout_seconds: float = 20.0
+    # The EKS API's runtimes, as JSON: [{"name", "type": "sdwebui"|"comfyui", "endpoint", "model",
+    # "model_filename", "dynamic_model"}]; None: one sdwebui runtime named sdruntime (see api/eks/runtimes.py).
+    eks_runtimes: str | None = None
     log_level: str = "info"
 
     @model_validator(mode="after")

@@ -27,8 +27,9 @@ from diffusiond.queue.executor import Executor
 from diffusiond.queue.instance import InstanceSlot
 from diffusiond.queue.job_service import JobService, SuccessEffect
 from diffusiond.queue.local_executor import LocalExecutor, WorkerPool
-from diffusiond.queue.worker import Handlers
+from diffusiond.queue.worker import Handlers, OutputLayout
 from diffusiond.store.database import Database
+from diffusiond.webhooks.callbacks import CallbackService
 from diffusiond.webhooks.dispatcher import WebhookDispatcher
 from diffusiond.webhooks.ssrf import UrlPolicy
 
@@ -54,6 +55,7 @@ class Services:
     rate_limiter: RateLimiter
     uploads: UploadRules
     datasets: DatasetService
+    callbacks: CallbackService
     executor: Executor | None = None
     webhooks: WebhookDispatcher | None = None
     extras: dict[str, object] = field(default_factory=dict)
@@ -62,6 +64,8 @@ class Services:
         """Migrate, register built-ins, bootstrap the admin key, start workers."""
         self.db.migrate()
         self.models.register_builtins(bundled=self.settings.bundled_models)
+        if self.settings.anonymous_tenant:
+            self.keys.ensure_tenant(self.settings.anonymous_tenant, from_credits(self.settings.default_credits))
         if self.settings.bootstrap_key is not None:
             self.keys.ensure_bootstrap(self.settings.bootstrap_key.get_secret_value(),
                                        from_credits(self.settings.default_credits))
@@ -136,9 +140,18 @@ def build_handlers(settings: Settings, models: ModelRegistry, blobs: BlobStore) 
 
 def build_webhook_renderers(signer: UrlSigner, settings: Settings) -> dict[str, WebhookRenderer]:
     """Each dialect's webhook body for the jobs it submitted (others get the core's body)."""
+    from diffusiond.api.eks.outputs import Locations, eks_webhook_renderer
     from diffusiond.api.jobs.webhooks import job_webhook_renderer
 
-    return {"jobs": job_webhook_renderer(signer, settings.url_expiry_seconds)}
+    return {"jobs": job_webhook_renderer(signer, settings.url_expiry_seconds),
+            "eks": eks_webhook_renderer(Locations(settings, signer))}
+
+
+def build_output_layouts(blobs: BlobStore) -> dict[str, OutputLayout]:
+    """Dialects whose jobs' files the worker lays out their way (the EKS task folders)."""
+    from diffusiond.api.eks.outputs import EksOutputLayout
+
+    return {"eks": EksOutputLayout(blobs)}
 
 
 def build_success_effects(models: ModelRegistry) -> dict[JobKind, SuccessEffect]:
@@ -152,7 +165,8 @@ def build_executor(settings: Settings, jobs: JobService, blobs: BlobStore, model
         WorkerPool("train", settings.training_workers, [JobKind.TRAIN, JobKind.MERGE]),
     ]
     return LocalExecutor(jobs, blobs, lambda: build_handlers(settings, models, blobs), pools=pools,
-                         batch_window=settings.batch_window_ms / 1000, instance=InstanceSlot(settings.home))
+                         batch_window=settings.batch_window_ms / 1000, instance=InstanceSlot(settings.home),
+                         layouts=build_output_layouts(blobs))
 
 
 def build_services(settings: Settings, *, with_workers: bool | None = None) -> Services:
@@ -172,9 +186,10 @@ def build_services(settings: Settings, *, with_workers: bool | None = None) -> S
     tenants = TenantService(db)
     services = Services(
         settings=settings, db=db, blobs=blobs, signer=signer,
-        keys=KeyService(db, settings.auth_cache_seconds), tenants=tenants, models=models, events=events, jobs=jobs,
+        keys=KeyService(db, settings.auth_cache_seconds, anonymous_tenant=settings.anonymous_tenant),
+        tenants=tenants, models=models, events=events, jobs=jobs,
         rate_limiter=build_rate_limiter(settings),
-        uploads=uploads, datasets=DatasetService(db, blobs, uploads),
+        uploads=uploads, datasets=DatasetService(db, blobs, uploads), callbacks=CallbackService(db, url_policy),
         webhooks=WebhookDispatcher(db, tenants, url_policy),
     )
     run_workers = settings.executor == "local" if with_workers is None else with_workers

@@ -123,3 +123,26 @@ def test_redis_bucket_is_shared_between_limiters() -> None:
         (a if i % 2 else b).acquire(key, rate=0.001, burst=4)
     with pytest.raises(RateLimited):
         a.acquire(key, rate=0.001, burst=4)
+
+
+def test_rate_and_burst_per_key_and_the_anonymous_tenant(tmp_path: Path) -> None:
+    from diffusiond.auth.keys import KeyService
+    from diffusiond.domain.errors import InvalidParams, Unauthorized
+    from diffusiond.store.database import Database
+
+    db = Database(f"sqlite:///{tmp_path / 'k.db'}")
+    db.migrate()
+    keys = KeyService(db)
+    made = keys.create("k", rate=2.5, burst=7)
+    principal = keys.authenticate(made.key)
+    assert (principal.rate_limit, principal.rate_burst) == (2.5, 7)
+    with pytest.raises(InvalidParams):
+        keys.create("k", burst=0)
+    with pytest.raises(Unauthorized):
+        keys.authenticate(None)
+    anonymous = KeyService(db, anonymous_tenant="solo")
+    anonymous.ensure_tenant("solo", 5000)
+    assert anonymous.authenticate(None).tenant_id == "solo"
+    with pytest.raises(Unauthorized):
+        anonymous.authenticate("sk-wrong")  # a wrong key is still wrong
+    db.dispose()

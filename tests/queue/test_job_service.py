@@ -199,3 +199,43 @@ def test_a_list_page_carries_every_queued_rank(db: Database) -> None:
     assert [by_id[i].queue_position for i in mine[1:]] == [(1, 3), (3, 3)]
     assert [jobs.queue_position(by_id[i]) for i in mine[1:]] == \
         [jobs.queue_position(jobs.get(t, i, with_queue=True)) for i in mine[1:]]
+
+
+def test_several_notify_targets_get_one_row_each_and_one_terminal_each(db: Database) -> None:
+    from sqlalchemy import select
+
+    from diffusiond.queue.job_service import NotifyTarget
+    from diffusiond.store.tables import OutboxRow
+    from diffusiond.webhooks.ssrf import UrlPolicy
+
+    jobs = JobService(db, JobEvents(), url_policy=UrlPolicy("127.0.0.1"))
+    t = tenant(db, 1000)
+    targets = [NotifyTarget("http://127.0.0.1:9/a"), NotifyTarget("http://127.0.0.1:9/b", "sns"),
+               NotifyTarget("http://127.0.0.1:9/a", "sns")]  # a URL twice: one row
+    job = jobs.submit(t, spec(), dialect="jobs", notify_url="http://127.0.0.1:9/main", notify_targets=targets,
+                      dialect_data={"task": "x"})
+    assert jobs.get(t, job.id).dialect_data == {"task": "x"}
+    (claim,) = jobs.claim("w1")
+    jobs.succeed(job.id, claim.attempt, [])
+    with db.read() as s:
+        rows = s.scalars(select(OutboxRow).where(OutboxRow.tenant_id == t)).all()
+    terminal = sorted((r.url, r.format) for r in rows if r.terminal)
+    assert terminal == [("http://127.0.0.1:9/a", "standard"), ("http://127.0.0.1:9/b", "sns"),
+                        ("http://127.0.0.1:9/main", "standard")]
+    assert len(rows) == 3 * 3  # queued, running, succeeded for each URL
+
+
+def test_a_request_that_failed_at_once(db: Database) -> None:
+    jobs, tenants = JobService(db, JobEvents()), TenantService(db)
+    t = tenant(db, 1000)
+    job = jobs.submit_failed(t, dialect="eks", request_id="eks:a", request_hash="h", code="invalid_url",
+                             message="cannot fetch", dialect_data={"id": "a"})
+    assert job.status is JobStatus.FAILED and job.error_code == "invalid_url" and job.credits_reserved == 0
+    assert jobs.get_by_request(t, "eks:a").id == job.id
+    again = jobs.submit_failed(t, dialect="eks", request_id="eks:a", request_hash="h", code="x", message="y")
+    assert again.id == job.id
+    with pytest.raises(Conflict):
+        jobs.submit_failed(t, dialect="eks", request_id="eks:a", request_hash="other", code="x", message="y")
+    assert jobs.claim("w1") == [] and tenants.get(t).balance == 1000
+    with pytest.raises(NotFound):
+        jobs.get_by_request(t, "eks:never")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -22,12 +24,24 @@ ServicesDep = Annotated[Services, Depends(get_services)]
 
 
 def presented_key(request: Request) -> str | None:
-    """The key from `Authorization: Bearer KEY`, a bare `Authorization: KEY`, or `x-api-key`."""
+    """The key from `Authorization: Bearer KEY`, HTTP Basic with the key as the password (any user
+    name; A1111's `--api-auth` clients), a bare `Authorization: KEY`, or `x-api-key`."""
     header = request.headers.get("authorization")
     if header:
         scheme, _, rest = header.strip().partition(" ")
+        if scheme.lower() == "basic" and rest:
+            return basic_password(rest.strip())
         return rest.strip() if scheme.lower() == "bearer" and rest else header.strip()
     return request.headers.get("x-api-key")
+
+
+def basic_password(credentials: str) -> str:
+    """The password of HTTP Basic credentials ("" when they do not decode: a wrong key, then)."""
+    try:
+        decoded = base64.b64decode(credentials, validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        return ""
+    return decoded.partition(":")[2]
 
 
 async def authenticate(request: Request) -> Principal:
@@ -53,10 +67,11 @@ async def get_principal(request: Request, services: ServicesDep) -> Principal:
     principal = await authenticate(request)
     settings = services.settings
     rate = principal.rate_limit or settings.rate_limit_per_second
+    burst = principal.rate_burst or settings.rate_limit_burst
     if services.rate_limiter.blocking:
-        await run_in_threadpool(services.rate_limiter.acquire, principal.key_id, rate, settings.rate_limit_burst)
+        await run_in_threadpool(services.rate_limiter.acquire, principal.key_id, rate, burst)
     else:
-        services.rate_limiter.acquire(principal.key_id, rate, settings.rate_limit_burst)
+        services.rate_limiter.acquire(principal.key_id, rate, burst)
     return principal
 
 

@@ -55,7 +55,9 @@ _CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 @dataclass(frozen=True)
 class Upload:
-    """A route whose body is not JSON: multipart with up to `files` files, or (`raw`) the bytes of one.
+    """A route that takes images: multipart with up to `files` files, (`raw`) the bytes of one, or
+    (`json`) a JSON body carrying up to `files` base64 images (A1111-style), bounded as JSON plus
+    that many encoded images.
 
     `keyless`: a signed URL authorises it, and the handler checks the signature before it reads.
     """
@@ -65,6 +67,7 @@ class Upload:
     files: int = 1
     raw: bool = False
     keyless: bool = False
+    json: bool = False
 
     def matches(self, method: str, path: str) -> bool:
         pattern = re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(self.path))
@@ -404,6 +407,8 @@ class Edge:
         upload = dialect.upload(scope["method"], scope["path"])
         if upload is not None and upload.raw:
             return SizeGuard(lim.upload_bytes)
+        if upload is not None and upload.json:  # base64 takes 4 bytes for every 3, plus a data-URL prefix
+            return JsonGuard(lim.json_bytes + upload.files * (lim.upload_bytes * 4 // 3 + 64), lim.json_depth)
         ctype, options = parse_options_header(headers.get(b"content-type"))
         if upload is not None and ctype == b"multipart/form-data":
             boundary = options.get(b"boundary")

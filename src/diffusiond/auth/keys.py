@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import select
 
-from diffusiond.domain.errors import NotFound, Unauthorized
+from diffusiond.domain.errors import InvalidParams, NotFound, Unauthorized
 from diffusiond.store.database import Database
 from diffusiond.store.tables import ApiKeyRow, LedgerRow, TenantRow
 from diffusiond.ttl_cache import TtlCache
@@ -35,6 +35,7 @@ class Principal:
     tenant_id: str
     role: str
     rate_limit: float | None = None
+    rate_burst: int | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -56,12 +57,18 @@ class KeyService:
     replicas stop accepting it within `cache_seconds`.
     """
 
-    def __init__(self, db: Database, cache_seconds: float = 0.0) -> None:
+    def __init__(self, db: Database, cache_seconds: float = 0.0, *, anonymous_tenant: str | None = None) -> None:
         self.db = db
         self._cache: TtlCache[str, Principal] = TtlCache(cache_seconds)
+        # Requests without credentials act as this tenant (a single-user install on loopback); off when None.
+        self.anonymous_tenant = anonymous_tenant
 
     def create(self, name: str, *, admin: bool = False, credits_milli: int = 0,
-               tenant_id: str | None = None, key: str | None = None) -> CreatedKey:
+               tenant_id: str | None = None, key: str | None = None, rate: float | None = None,
+               burst: int | None = None) -> CreatedKey:
+        """A new key (and tenant, unless `tenant_id`); `rate`/`burst` set its own token bucket."""
+        if (rate is not None and rate <= 0) or (burst is not None and burst < 1):
+            raise InvalidParams("rate must be positive and burst at least 1")
         key = key or KEY_PREFIX + secrets.token_urlsafe(32)
         with self.db.session() as s:
             if tenant_id is None:
@@ -74,7 +81,7 @@ class KeyService:
             elif s.get(TenantRow, tenant_id) is None:
                 raise NotFound(f"tenant {tenant_id} not found")
             row = ApiKeyRow(id=new_id("key"), tenant_id=tenant_id, name=name, key_hash=hash_key(key),
-                            prefix=key[:12], role="admin" if admin else "user")
+                            prefix=key[:12], role="admin" if admin else "user", rate_limit=rate, rate_burst=burst)
             s.add(row)
         return CreatedKey(key=key, key_id=row.id, tenant_id=tenant_id)
 
@@ -89,7 +96,18 @@ class KeyService:
         """The principal for a key verified less than `cache_seconds` ago, else None (no I/O)."""
         return self._cache.get(hash_key(key)) if key and self._cache.seconds else None
 
+    def ensure_tenant(self, tenant_id: str, credits_milli: int) -> None:
+        """Create the tenant `tenant_id` unless it exists (the anonymous tenant's first start)."""
+        with self.db.session() as s:
+            if s.get(TenantRow, tenant_id) is None:
+                s.add(TenantRow(id=tenant_id, name=tenant_id, balance=credits_milli,
+                                webhook_secret=secrets.token_urlsafe(32)))
+                if credits_milli:
+                    s.add(LedgerRow(tenant_id=tenant_id, entry="grant", amount=credits_milli))
+
     def authenticate(self, key: str | None) -> Principal:
+        if not key and self.anonymous_tenant:
+            return Principal(key_id="anonymous", tenant_id=self.anonymous_tenant, role="user")
         if not key:
             raise Unauthorized("missing authorization header")
         principal = self.cached(key)
@@ -101,7 +119,8 @@ class KeyService:
         # The lookup is by digest; the compare below keeps the final check constant-time anyway.
         if row is None or row.revoked_at is not None or not hmac.compare_digest(row.key_hash, digest):
             raise Unauthorized("invalid API key")
-        principal = Principal(key_id=row.id, tenant_id=row.tenant_id, role=row.role, rate_limit=row.rate_limit)
+        principal = Principal(key_id=row.id, tenant_id=row.tenant_id, role=row.role, rate_limit=row.rate_limit,
+                              rate_burst=row.rate_burst)
         self._cache.put(digest, principal)
         return principal
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import func, select, update
 
 from diffusiond.domain.errors import NotFound
 from diffusiond.store.database import Database
-from diffusiond.store.tables import LedgerRow, TenantRow
+from diffusiond.store.tables import DialectSettingsRow, LedgerRow, TenantRow
 
 
 @dataclass(frozen=True)
@@ -59,3 +61,20 @@ class TenantService:
                 raise NotFound(f"tenant {tenant_id} not found")
             row.webhook_secret = secret
         return secret
+
+    def dialect_settings(self, tenant_id: str, dialect: str) -> dict[str, Any]:
+        """The tenant's own settings in a dialect (A1111's options): what it changed, nothing else."""
+        with self.db.read() as s:
+            row = s.get(DialectSettingsRow, (tenant_id, dialect))
+            return dict(row.data) if row is not None else {}
+
+    def update_dialect_settings(self, tenant_id: str, dialect: str, changes: dict[str, Any]) -> dict[str, Any]:
+        """Merge `changes` into the tenant's settings in `dialect`; other tenants never see them."""
+        with self.db.session() as s:
+            row = s.get(DialectSettingsRow, (tenant_id, dialect), with_for_update=True)
+            if row is None:
+                row = DialectSettingsRow(tenant_id=tenant_id, dialect=dialect, data={})
+                s.add(row)
+            row.data = {**(row.data or {}), **changes}
+            row.updated_at = datetime.now(UTC)
+            return dict(row.data)

@@ -32,9 +32,12 @@ class UrlSigner:
         direct = self.presign(key, expires_in) if self.presign is not None else None
         if direct is not None:
             return direct
+        return f"{self.base_url}/v1/blobs/{quote(key)}?{self.query(key, tenant_id, expires_in, now)}"
+
+    def query(self, key: str, tenant_id: str, expires_in: int, now: float | None = None) -> str:
+        """`t=..&e=..&s=..`: the signature of `key` for a route of this server that serves or lists it."""
         expires = int((now if now is not None else time.time()) + expires_in)
-        query = urlencode({"t": tenant_id, "e": expires, "s": self._sig(key, tenant_id, expires)})
-        return f"{self.base_url}/v1/blobs/{quote(key)}?{query}"
+        return urlencode({"t": tenant_id, "e": expires, "s": self._sig(key, tenant_id, expires)})
 
     def verify(self, key: str, tenant_id: str, expires: int, signature: str,
                now: float | None = None) -> bool:

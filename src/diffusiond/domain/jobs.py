@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
+from typing import Any
 
 
 class JobKind(str, Enum):
@@ -127,6 +128,7 @@ class Job:
     endpoint: str = "default"
     metrics: dict[str, float] = field(default_factory=dict)  # the latest figures a long job reported
     parent_id: str | None = None  # what the job belongs to in its dialect (a custom model, an endpoint)
+    dialect_data: dict[str, Any] = field(default_factory=dict)  # what its dialect kept with it (core: opaque)
 
     @property
     def images(self) -> tuple[ImageArtifact, ...]:

@@ -45,6 +45,7 @@ MAX_ADETAILER_REGIONS = 8  # detect-and-repaint passes of one adetailer stage
 MAX_EXTENSION_UNITS = 8  # ControlNet / animateDiff units on the wire (refused while unsupported)
 MAX_SAMPLES = 10  # images one synchronous request makes (Stability v1's `samples`)
 MAX_COUNT = 8  # images one `/v1/jobs` job makes (`inputInitialize.count`)
+MAX_INPUT_IMAGES = 8  # images one request carries inline (A1111 `init_images`, `imageList`; EKS content)
 
 # ---- numbers --------------------------------------------------------------------------------------
 # Every float on the wire is finite (NaN and Infinity are refused); weights are also bounded, so sums

@@ -36,7 +36,7 @@ from diffusiond.domain.jobs import (
     JobStatus,
     ModelFileArtifact,
 )
-from diffusiond.domain.params import GenerateSpec
+from diffusiond.domain.params import Diffusion, GenerateSpec, Txt2Img
 from diffusiond.domain.pricing import price
 from diffusiond.domain.seeds import random_seed
 from diffusiond.domain.spec_codec import WorkSpec, kind_of, spec_to_json
@@ -78,6 +78,14 @@ class NewArtifact:
               mime: str = "image/png") -> NewArtifact:
         return cls(ArtifactKind.IMAGE, blob_key, mime, width=width, height=height, seed=seed,
                    finish_reason=finish_reason)
+
+
+@dataclass(frozen=True)
+class NotifyTarget:
+    """Where a job's webhooks go, and in which envelope (`standard`, or `sns`: webhooks/formats.py)."""
+
+    url: str
+    format: str = "standard"
 
 
 @dataclass(frozen=True)
@@ -132,8 +140,12 @@ class JobService:
 
     def submit(self, tenant_id: str, spec: WorkSpec, *, dialect: str, request_id: str | None = None,
                request_hash: str | None = None, notify_url: str | None = None,
-               endpoint: str = "default", parent_id: str | None = None) -> Job:
+               endpoint: str = "default", parent_id: str | None = None,
+               notify_targets: Sequence[NotifyTarget] = (), dialect_data: Mapping[str, Any] | None = None) -> Job:
         """Create a queued job and reserve its credits, or return the job `request_id` made.
+
+        `notify_targets` are more webhook targets (a tenant's registered callbacks), each with its
+        own outbox row per transition; `dialect_data` is kept with the job for its dialect to read.
 
         Before the transaction: the notify URL is checked, a random seed chosen where the spec asks
         for one, and the job priced. Then one transaction: the row (or, for a `request_id` already
@@ -144,6 +156,8 @@ class JobService:
         """
         if notify_url:
             self.url_policy.check(notify_url)
+        for target in notify_targets:
+            self.url_policy.check(target.url)
         spec = with_seed(spec)
         cost = price(spec)
         job_id = uuid.uuid4().hex
@@ -155,7 +169,8 @@ class JobService:
                 batch_key=batch_key(spec) if isinstance(spec, GenerateSpec) else "",
                 endpoint=endpoint, status=JobStatus.QUEUED.value, attempt=0, progress={},
                 credits_reserved=cost, credits_charged=0, notify_url=notify_url, cancel_requested=False,
-                parent_id=parent_id,
+                parent_id=parent_id, dialect_data=dict(dialect_data) if dialect_data is not None else None,
+                notify_targets=[{"url": t.url, "format": t.format} for t in notify_targets] or None,
                 created_at=now, updated_at=now,
             )
             # A plain INSERT (the ORM's unit of work costs more than the rest of the submit) that
@@ -183,6 +198,51 @@ class JobService:
             raise Conflict(f"requestId {request_id!r} was already used with a different body",
                            code="idempotency_conflict")
         return row
+
+    def submit_failed(self, tenant_id: str, *, dialect: str, request_id: str, request_hash: str | None,
+                      code: str, message: str, notify_targets: Sequence[NotifyTarget] = (),
+                      dialect_data: Mapping[str, Any] | None = None, job_id: str | None = None) -> Job:
+        """Record a request a dialect accepted but could not run as a job that failed at once.
+
+        For queue APIs that answer every well-formed task with 200 and report what went wrong
+        through the task's result and callbacks (the EKS API). Nothing is reserved or charged; the
+        terminal webhooks are queued in the same transaction. A `request_id` already used returns
+        the job it made.
+        """
+        for target in notify_targets:
+            self.url_policy.check(target.url)
+        job_id = job_id or uuid.uuid4().hex
+        placeholder = GenerateSpec(stages=(Txt2Img(Diffusion(model="", prompts=())),))
+        with self.db.session() as s:
+            now = now_utc()
+            values: dict[str, Any] = dict(
+                id=job_id, tenant_id=tenant_id, request_id=request_id, request_hash=request_hash,
+                kind=JobKind.GENERATE.value, dialect=dialect, spec=spec_to_json(placeholder), batch_key="",
+                endpoint="default", status=JobStatus.FAILED.value, attempt=0, progress={}, credits_reserved=0,
+                credits_charged=0, notify_url=None, cancel_requested=False, error_code=code, error_message=message,
+                dialect_data=dict(dialect_data) if dialect_data is not None else None,
+                notify_targets=[{"url": t.url, "format": t.format} for t in notify_targets] or None,
+                created_at=now, updated_at=now, finished_at=now,
+            )
+            if s.execute(self._insert_job, values).rowcount != 1:  # type: ignore[attr-defined]
+                existing = self._by_request(s, tenant_id, request_id, request_hash)
+                if existing is None:
+                    raise Conflict(f"requestId {request_id!r} is in use; retry", code="idempotency_conflict")
+                return self._to_job(s, existing)
+            row = s.get(JobRow, job_id)
+            assert row is not None
+            self._outbox(s, row, "job.failed", terminal=True)
+            job = self._to_job(s, row)
+        self.events.publish(job_id)
+        return job
+
+    def get_by_request(self, tenant_id: str, request_id: str) -> Job:
+        """The tenant's job that `request_id` made (not soft-deleted), or NotFound."""
+        with self.db.read() as s:
+            row = s.scalar(_BY_REQUEST, {"tenant": tenant_id, "request": request_id})
+            if row is None or row.deleted_at is not None:
+                raise NotFound(f"request {request_id} not found")
+            return self._to_job(s, row, with_queue=True)
 
     def _check_queued(self, s: Session, tenant_id: str) -> None:
         """Refuse a job beyond the tenant's limit of queued jobs (the new one is counted).
@@ -495,15 +555,24 @@ class JobService:
         self._outbox(s, row, f"job.{status.value}", terminal=True)
 
     def _outbox(self, s: Session, row: JobRow, event: str, *, terminal: bool = False) -> None:
-        """The transition's webhook: the core's envelope, the body rendered by the job's dialect."""
-        if not row.notify_url:
+        """The transition's webhooks: the core's envelope, the body rendered by the job's dialect, one
+        outbox row per target (the job's notify URL, then its notify targets)."""
+        targets = [NotifyTarget(row.notify_url)] if row.notify_url else []
+        targets += [NotifyTarget(t["url"], t.get("format", "standard")) for t in row.notify_targets or []]
+        if not targets:
             return
         envelope = WebhookEnvelope(event, self._to_job(s, row, artifacts=terminal), now_utc())
         body = self.webhook_renderers.get(row.dialect, core_body)(envelope)
         if body is None:
             return
-        s.add(OutboxRow(id=uuid.uuid4().hex, tenant_id=row.tenant_id, job_id=row.id if terminal else None,
-                        event=event, url=row.notify_url, terminal=terminal, payload=json.dumps(body)))
+        payload = json.dumps(body)
+        seen: set[str] = set()
+        for target in targets:
+            if target.url in seen:  # one row per URL: the terminal row is unique per (job, url)
+                continue
+            seen.add(target.url)
+            s.add(OutboxRow(id=uuid.uuid4().hex, tenant_id=row.tenant_id, job_id=row.id if terminal else None,
+                            event=event, url=target.url, format=target.format, terminal=terminal, payload=payload))
         if self.on_outbox is not None:
             notify = self.on_outbox
             sa_event.listen(s, "after_commit", lambda _session: notify(), once=True)
@@ -529,6 +598,7 @@ class JobService:
             finished_at=as_utc(row.finished_at) if row.finished_at else None,
             artifacts=tuple(_artifact(a) for a in arts), queue_position=queue, endpoint=row.endpoint,
             metrics=dict(row.metrics or {}), parent_id=row.parent_id,
+            dialect_data=dict(row.dialect_data or {}),
         )
 
 

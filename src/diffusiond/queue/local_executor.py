@@ -5,14 +5,14 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from diffusiond.blobs.base import BlobStore
 from diffusiond.domain.jobs import JobKind
 from diffusiond.queue.instance import InstanceSlot, worker_id
 from diffusiond.queue.job_service import JobService
-from diffusiond.queue.worker import Handlers, Worker
+from diffusiond.queue.worker import Handlers, OutputLayout, Worker
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +36,9 @@ class LocalExecutor:
 
     def __init__(self, jobs: JobService, blobs: BlobStore, handlers_factory: Callable[[], Handlers], *,
                  pools: Sequence[WorkerPool], reap_interval: float = 5.0, batch_window: float = 0.005,
-                 instance: InstanceSlot | None = None) -> None:
+                 instance: InstanceSlot | None = None, layouts: Mapping[str, OutputLayout] | None = None) -> None:
         self.jobs = jobs
+        self.layouts = dict(layouts or {})
         self.blobs = blobs
         self.handlers_factory = handlers_factory
         self.pools = [pool for pool in pools if pool.count > 0]
@@ -64,7 +65,7 @@ class LocalExecutor:
             kinds = [kind for kind in pool.kinds if kind in handlers]  # never claim what nothing here runs
             for i in range(pool.count if kinds else 0):
                 worker = Worker(self.jobs, self.blobs, handlers, worker_id(name, f"{pool.name}-{i}"), kinds=kinds,
-                                batch_size=pool.batch_size, batch_window=self.batch_window)
+                                batch_size=pool.batch_size, batch_window=self.batch_window, layouts=self.layouts)
                 self.workers.append(worker)
                 self._spawn(functools.partial(worker.run_forever, self.stop_event),
                             f"diffusiond-{pool.name}-{i}")

@@ -18,13 +18,13 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from diffusiond.blobs.base import BlobStore
 from diffusiond.blobs.images import IMAGE_FORMATS, encode_image, open_image
 from diffusiond.domain.batching import batch_key
 from diffusiond.domain.errors import DomainError, InvalidParams
-from diffusiond.domain.jobs import ArtifactKind, JobKind
+from diffusiond.domain.jobs import ArtifactKind, Job, JobKind
 from diffusiond.domain.params import GenerateSpec, ImageFormat, ImageRef
 from diffusiond.domain.spec_codec import WorkSpec, spec_from_json
 from diffusiond.engine.context import BatchHandler, Canceled, Handler
@@ -38,6 +38,21 @@ log = logging.getLogger(__name__)
 # worker's lease thread, so the denoising loop never waits on the database.
 PROGRESS_INTERVAL = 0.5
 Handlers = Mapping[JobKind, Handler]
+
+
+class OutputLayout(Protocol):
+    """How one dialect lays out its jobs' files (the EKS API's `<prefix>/<id>/` folders).
+
+    `image_key` names where output `index` of an attempt is stored (None: the default key); it must
+    differ between attempts, because a stale attempt deletes what it wrote. `finished` writes what the
+    dialect keeps beside the outputs (a result file) before the job's terminal transition commits,
+    and returns the keys it wrote.
+    """
+
+    def image_key(self, job: Job, attempt: int, index: int, extension: str) -> str | None: ...
+
+    def finished(self, job: Job, attempt: int, images: Sequence[NewArtifact], error: DomainError | None) -> list[str]:
+        ...
 
 
 @dataclass
@@ -180,8 +195,10 @@ class Worker:
     def __init__(self, jobs: JobService, blobs: BlobStore, handlers: Handlers, worker_id: str, *,
                  endpoint: str = "default", kinds: Sequence[JobKind] | None = None, poll_interval: float = 0.2,
                  heartbeat_interval: float | None = None, batch_size: int = 1,
-                 batch_window: float = 0.005, progress_interval: float = PROGRESS_INTERVAL) -> None:
+                 batch_window: float = 0.005, progress_interval: float = PROGRESS_INTERVAL,
+                 layouts: Mapping[str, OutputLayout] | None = None) -> None:
         self.jobs = jobs
+        self.layouts = dict(layouts or {})  # by dialect
         self.blobs = blobs
         self.handlers = handlers
         self.kinds = tuple(kinds if kinds is not None else handlers)  # what this worker claims
@@ -288,11 +305,20 @@ class Worker:
         ctx.release()
         if isinstance(outcome, Canceled):
             self.jobs.mark_canceled(claim.job.id, claim.attempt)
-        elif isinstance(outcome, DomainError):
-            self.jobs.fail(claim.job.id, claim.attempt, outcome.code, outcome.message)
+            self._forget_checkpoint(ctx)
+            return
+        if isinstance(outcome, DomainError):
+            error = outcome
         else:
             log.error("job %s failed: %s", claim.job.id, "".join(traceback.format_exception(outcome)))
-            self.jobs.fail(claim.job.id, claim.attempt, "engine_error", f"{type(outcome).__name__}: {outcome}")
+            error = DomainError(f"{type(outcome).__name__}: {outcome}", code="engine_error")
+        layout = self.layouts.get(claim.job.dialect)
+        if layout is not None:
+            try:
+                layout.finished(claim.job, claim.attempt, [], error)
+            except Exception:  # the failure itself is what must be recorded
+                log.exception("worker %s: writing the result file of job %s failed", self.worker_id, claim.job.id)
+        self.jobs.fail(claim.job.id, claim.attempt, error.code, error.message)
         self._forget_checkpoint(ctx)
 
     def _store_logged(self, ctx: JobContext) -> None:
@@ -324,24 +350,35 @@ class Worker:
         job = claim.job
         written: list[NewArtifact] = []
         committed = False
+        extra: list[str] = []
+        layout = self.layouts.get(job.dialect)
         try:
             for i, output in enumerate(ctx.outputs):
-                written.append(self._put(f"outputs/{job.tenant_id}/{job.id}/{claim.attempt}-{i}", output))
+                written.append(self._put(f"outputs/{job.tenant_id}/{job.id}/{claim.attempt}-{i}", output,
+                                         self._image_key(layout, job, claim.attempt, i, output)))
+            if layout is not None:
+                extra = layout.finished(job, claim.attempt, written, None)
             committed = self.jobs.succeed(job.id, claim.attempt, written)
         finally:
             ctx.release()
             if not committed:  # fenced out or failed: leave no orphan files behind
-                for a in written:
-                    self.blobs.delete(a.blob_key)
+                for key in [a.blob_key for a in written] + extra:
+                    self.blobs.delete(key)
         if committed:
             self._forget_checkpoint(ctx)
 
-    def _put(self, stem: str, output: Output) -> NewArtifact:
-        """Store one output as a blob and describe it."""
+    @staticmethod
+    def _image_key(layout: OutputLayout | None, job: Job, attempt: int, index: int, output: Output) -> str | None:
+        if layout is None or output.kind is not ArtifactKind.IMAGE:
+            return None
+        return layout.image_key(job, attempt, index, IMAGE_FORMATS[output.format][1])
+
+    def _put(self, stem: str, output: Output, key: str | None = None) -> NewArtifact:
+        """Store one output as a blob (at `key`, else under `stem`) and describe it."""
         if output.kind is ArtifactKind.IMAGE:
             assert output.image is not None
             mime, extension = IMAGE_FORMATS[output.format]
-            key = f"{stem}.{extension}"
+            key = key or f"{stem}.{extension}"
             text = {"parameters": output.parameters} if output.parameters else None
             self.blobs.put(key, encode_image(output.image, output.format, text=text), mime)
             return NewArtifact.image(key, output.image.width, output.image.height, output.seed, output.finish_reason,

@@ -50,6 +50,7 @@ class ApiKeyRow(Base):
     prefix: Mapped[str] = mapped_column(String(16))
     role: Mapped[str] = mapped_column(String(16), default="user")
     rate_limit: Mapped[float | None] = mapped_column(Float, nullable=True)
+    rate_burst: Mapped[int | None] = mapped_column(Integer, nullable=True)  # None: the server's default burst
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
@@ -120,6 +121,10 @@ class JobRow(Base):
     error_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
     error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
     notify_url: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # More webhook targets ([{url, format}]): a tenant's registered callbacks, copied at submit.
+    notify_targets: Mapped[list[dict[str, str]] | None] = mapped_column(JSON, nullable=True)
+    # What the submitting dialect needs to render the job later (a task id, a folder); the core never reads it.
+    dialect_data: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     # What the job belongs to in its dialect (a custom model, an endpoint); lists filter on it.
     parent_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)  # soft delete
@@ -202,6 +207,7 @@ class OutboxRow(Base):
     event: Mapped[str] = mapped_column(String(64))
     url: Mapped[str] = mapped_column(Text)
     payload: Mapped[str] = mapped_column(Text)
+    format: Mapped[str] = mapped_column(String(16), default="standard")  # standard | sns (webhooks/formats.py)
     terminal: Mapped[bool] = mapped_column(Boolean, default=False)
     status: Mapped[str] = mapped_column(String(16), default="pending")  # pending|delivered|dead
     attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -211,10 +217,35 @@ class OutboxRow(Base):
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
+class CallbackRow(Base):
+    """A URL a tenant registered to hear of its jobs' completion (EKS callbacks), per dialect."""
+
+    __tablename__ = "tenant_callbacks"
+    __table_args__ = (UniqueConstraint("tenant_id", "dialect", "url", name="uq_tenant_callbacks_url"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(40))
+    dialect: Mapped[str] = mapped_column(String(32))
+    url: Mapped[str] = mapped_column(Text)
+    format: Mapped[str] = mapped_column(String(16), default="standard")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class DialectSettingsRow(Base):
+    """A tenant's settings in one dialect (A1111's options): each tenant's own, never shared."""
+
+    __tablename__ = "dialect_settings"
+    tenant_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    dialect: Mapped[str] = mapped_column(String(32), primary_key=True)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 Index("ix_outbox_status_next", OutboxRow.status, OutboxRow.next_attempt_at)
+# One terminal webhook per job and target: a job with several callback URLs has one row for each.
 Index(
     "uq_outbox_terminal_job",
     OutboxRow.job_id,
+    OutboxRow.url,
     unique=True,
     sqlite_where=OutboxRow.terminal.is_(True),
     postgresql_where=OutboxRow.terminal.is_(True),

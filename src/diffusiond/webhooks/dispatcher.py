@@ -19,6 +19,7 @@ from diffusiond.auth.tenants import TenantService
 from diffusiond.store.database import Database
 from diffusiond.store.tables import OutboxRow
 from diffusiond.webhooks.delivery import Outcome, post
+from diffusiond.webhooks.formats import wrap
 from diffusiond.webhooks.signing import signed_headers
 from diffusiond.webhooks.ssrf import UrlPolicy
 
@@ -43,6 +44,7 @@ class Due:
     url: str
     payload: str
     attempts: int
+    format: str = "standard"
 
 
 class WebhookDispatcher:
@@ -105,14 +107,15 @@ class WebhookDispatcher:
                 .order_by(OutboxRow.created_at, OutboxRow.id).limit(self.batch).with_for_update(skip_locked=True)))
             for row in rows:
                 row.next_attempt_at = now + timedelta(seconds=self.retry.claim_seconds)
-            return [Due(r.id, r.tenant_id, r.url, r.payload, r.attempts) for r in rows]
+            return [Due(r.id, r.tenant_id, r.url, r.payload, r.attempts, r.format) for r in rows]
 
     def _attempt(self, row: Due) -> Outcome:
         try:
             secret = self.tenants.get(row.tenant_id).webhook_secret
         except Exception as e:
             return Outcome(False, error=f"tenant: {e}")
-        return post(self.policy, row.url, row.payload, signed_headers(secret, row.id, row.payload))
+        body, extra = wrap(row.format, row.id, row.payload)
+        return post(self.policy, row.url, body, {**signed_headers(secret, row.id, body), **extra})
 
     def _record(self, due: Due, outcome: Outcome) -> None:
         now = datetime.now(UTC)

@@ -5,6 +5,8 @@ Errors use the `/v1/jobs` shape (google.rpc.Status), the platform's default for 
 
 from __future__ import annotations
 
+from typing import Literal
+
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -43,6 +45,26 @@ class WebhookSecret(BaseModel):
     webhookSecret: str
 
 
+class CallbackCreate(BaseModel):
+    """A URL to hear of every finished job of `dialect` (EKS completion callbacks), in `format`."""
+
+    url: str = Field(max_length=2000)
+    format: Literal["standard", "sns"] = "standard"
+    dialect: Literal["eks"] = "eks"
+
+
+class CallbackPublic(BaseModel):
+    id: str
+    tenantId: str
+    dialect: str
+    url: str
+    format: str
+
+
+class CallbackList(BaseModel):
+    callbacks: list[CallbackPublic]
+
+
 def require_admin(principal: Principal) -> None:
     if not principal.is_admin:
         raise Forbidden("this endpoint needs an admin key")
@@ -70,3 +92,28 @@ def my_webhook_secret(principal: PrincipalDep, services: ServicesDep) -> Webhook
     """The caller's own tenant secret, to verify the webhooks it receives."""
     tenant = services.tenants.get(principal.tenant_id)
     return WebhookSecret(tenantId=tenant.id, webhookSecret=public_secret(tenant.webhook_secret))
+
+
+@router.post("/admin/tenants/{tenant_id}/callbacks", response_model=CallbackPublic, responses=ADMIN_ONLY)
+def add_callback(tenant_id: str, body: CallbackCreate, principal: PrincipalDep,
+                 services: ServicesDep) -> CallbackPublic:
+    """Register a completion callback URL for a tenant (checked by the webhook SSRF guard)."""
+    require_admin(principal)
+    cb = services.callbacks.add(tenant_id, body.url, dialect=body.dialect, format=body.format)
+    return CallbackPublic(id=cb.id, tenantId=cb.tenant_id, dialect=cb.dialect, url=cb.url, format=cb.format)
+
+
+@router.get("/admin/tenants/{tenant_id}/callbacks", response_model=CallbackList, responses=ADMIN_ONLY)
+def list_callbacks(tenant_id: str, principal: PrincipalDep, services: ServicesDep) -> CallbackList:
+    require_admin(principal)
+    return CallbackList(callbacks=[CallbackPublic(id=c.id, tenantId=c.tenant_id, dialect=c.dialect, url=c.url,
+                                                  format=c.format) for c in services.callbacks.list(tenant_id)])
+
+
+@router.delete("/admin/tenants/{tenant_id}/callbacks/{callback_id}", response_model=CallbackList,
+                responses=ADMIN_ONLY)
+def remove_callback(tenant_id: str, callback_id: str, principal: PrincipalDep, services: ServicesDep) -> CallbackList:
+    """Remove one callback; jobs already submitted keep the targets they were given."""
+    require_admin(principal)
+    services.callbacks.remove(tenant_id, callback_id)
+    return list_callbacks(tenant_id, principal, services)

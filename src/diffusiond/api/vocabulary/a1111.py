@@ -7,6 +7,8 @@ reports it in its own error shape.
 
 from __future__ import annotations
 
+import re
+
 from diffusiond.domain.infotext import SAMPLER_TITLES as SAMPLER_TITLES
 from diffusiond.domain.params import InpaintFill, Sampler, Schedule
 
@@ -53,6 +55,13 @@ def schedule_named(name: str) -> Schedule | None:
 
 
 def upscaler_id(name: str | None) -> str:
-    """The registered upscaler an A1111 upscaler name means ("None" and "Lanczos" are the resize)."""
-    name = name or "lanczos"
-    return "lanczos" if name.strip().lower() in PLAIN_RESIZE else name
+    """The registered upscaler an A1111 upscaler name means ("None" and "Lanczos" are the resize).
+
+    A1111's display names may hold characters model ids cannot ("R-ESRGAN 4x+"): they map to an id
+    with `+` spelled `plus` and every other such character a `-` ("R-ESRGAN-4xplus"), the id to
+    register the network under (or to alias).
+    """
+    name = (name or "lanczos").strip()
+    if name.lower() in PLAIN_RESIZE:
+        return "lanczos"
+    return re.sub(r"[^A-Za-z0-9._-]", "-", name.replace("+", "plus")).strip("-") or name

@@ -2,6 +2,7 @@
 
     spec = txt2img_spec(body, lookups)      # Txt2ImgRequest -> GenerateSpec
     spec = img2img_spec(body, lookups)      # Img2ImgRequest -> GenerateSpec
+    spec = extras_spec(body, image, lookups)  # ExtrasRequest (+ its stored image) -> an upscale
     info = processed_info(body, spec, ...)  # A1111's `info` object for the finished job
 
 `Lookups` is all a dialect provides: the tenant's models, its settings (A1111 options, with the
@@ -21,10 +22,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from diffusiond.api.vocabulary import a1111
-from diffusiond.api.vocabulary.a1111_schemas import Img2ImgRequest, ProcessingRequest, Txt2ImgRequest
+from diffusiond.api.vocabulary.a1111_schemas import ExtrasRequest, Img2ImgRequest, ProcessingRequest, Txt2ImgRequest
 from diffusiond.domain.errors import InvalidParams, NotFound
 from diffusiond.domain.infotext import SAMPLER_TITLES, infotext
-from diffusiond.domain.limits import MAX_IMAGES_PER_JOB, check_size
+from diffusiond.domain.limits import MAX_IMAGES_PER_JOB, UPSCALE_MAX_PIXELS, check_size
 from diffusiond.domain.models import ModelKind, ModelRecord
 from diffusiond.domain.params import (
     Diffusion,
@@ -42,6 +43,7 @@ from diffusiond.domain.params import (
     Upscale,
     WeightedPrompt,
 )
+from diffusiond.domain.pricing import upscale_size
 from diffusiond.domain.seeds import MAX_SEED, random_seed
 
 # A1111 settings (`/sdapi/v1/options`, `override_settings`) and their defaults. Those in APPLIED
@@ -485,3 +487,45 @@ def processed_info(body: ProcessingRequest, spec: GenerateSpec, *, model_name: s
         "job_timestamp": job_timestamp, "clip_skip": d.clip_skip if d is not None else 1,
         "is_using_inpainting_conditioning": False, "version": version,
     }
+
+
+# ---- extras (upscaling) ------------------------------------------------------------------------------
+
+
+def extras_spec(body: ExtrasRequest, image: ImageRef, lookups: Lookups) -> GenerateSpec:
+    """The upscale job of an A1111 extras request, for one stored input image."""
+    if body.gfpgan_visibility > 0 or body.codeformer_visibility > 0:
+        raise unsupported("gfpgan_visibility", "face restoration is not available on this server")
+    if body.upscaler_2 not in ("", "None") and body.extras_upscaler_2_visibility > 0:
+        raise unsupported("upscaler_2", "blending a second upscaler is not supported")
+    wanted = a1111.upscaler_id(body.upscaler_1)
+    try:
+        upscaler = lookups.resolve(wanted, ModelKind.UPSCALER).id
+    except NotFound:
+        raise invalid("upscaler_1", f"upscaler {body.upscaler_1!r} is not installed on this server (register it "
+                                    f"as model id {wanted!r}; see /sdapi/v1/upscalers)", "model_not_found") from None
+    if body.resize_mode == 0:
+        if not 0 < body.upscaling_resize <= 8:
+            raise invalid("upscaling_resize", "must be in (0, 8]", "invalid_height_or_width")
+        stage = Upscale(upscaler=upscaler, init=image, scale=body.upscaling_resize)
+    elif body.resize_mode == 1:
+        w, h = body.upscaling_resize_w, body.upscaling_resize_h
+        if w < 1 or h < 1:
+            raise invalid("upscaling_resize_w", "must be positive", "invalid_height_or_width")
+        if body.upscaling_crop and image.size and w * image.size[1] != h * image.size[0]:
+            raise unsupported("upscaling_crop", "cropping to another aspect ratio is not supported")
+        stage = Upscale(upscaler=upscaler, init=image, width=w, height=h)
+    else:
+        raise invalid("resize_mode", "must be 0 (scale by) or 1 (scale to)")
+    out = upscale_size(image.size or (512, 512), stage)
+    if out[0] * out[1] > UPSCALE_MAX_PIXELS:
+        raise InvalidParams(f"the upscaled image would be {out[0]}x{out[1]}, more than {UPSCALE_MAX_PIXELS:,} "
+                            "pixels", code="invalid_height_or_width", field="upscaling_resize")
+    return GenerateSpec(stages=(stage,), count=1)
+
+
+def extras_info(body: ExtrasRequest) -> str:
+    """A1111's `html_info` of an extras result."""
+    how = f"by: {body.upscaling_resize:g}" if body.resize_mode == 0 else \
+        f"to: {body.upscaling_resize_w}x{body.upscaling_resize_h}"
+    return f"<p>Postprocess upscale {how}, Postprocess upscaler: {body.upscaler_1}</p>"

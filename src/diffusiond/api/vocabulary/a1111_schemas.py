@@ -13,6 +13,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from diffusiond.domain.limits import MAX_INPUT_IMAGES
+
 
 class ProcessingRequest(BaseModel):
     """The fields txt2img and img2img share."""
@@ -85,7 +87,7 @@ class Txt2ImgRequest(ProcessingRequest):
 class Img2ImgRequest(ProcessingRequest):
     """`POST /sdapi/v1/img2img` (StableDiffusionImg2ImgProcessingAPI)."""
 
-    init_images: list[str] | None = None
+    init_images: list[str] | None = Field(None, max_length=MAX_INPUT_IMAGES)
     resize_mode: int = 0
     image_cfg_scale: float | None = None
     mask: str | None = None
@@ -108,3 +110,38 @@ class Img2ImgRequest(ProcessingRequest):
         if not self.include_init_images:
             data["init_images"], data["mask"] = None, None
         return data
+
+
+class ExtrasRequest(BaseModel):
+    """The fields `extra-single-image` and `extra-batch-images` share (ExtrasBaseRequest)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    resize_mode: int = 0
+    show_extras_results: bool = True
+    gfpgan_visibility: float = 0.0
+    codeformer_visibility: float = 0.0
+    codeformer_weight: float = 0.0
+    upscaling_resize: float = 2.0
+    upscaling_resize_w: int = 512
+    upscaling_resize_h: int = 512
+    upscaling_crop: bool = True
+    upscaler_1: str = "None"
+    upscaler_2: str = "None"
+    extras_upscaler_2_visibility: float = 0.0
+    upscale_first: bool = False
+
+
+class ExtrasSingleImageRequest(ExtrasRequest):
+    image: str = ""
+
+
+class FileData(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    data: str
+    name: str = ""
+
+
+class ExtrasBatchImagesRequest(ExtrasRequest):
+    imageList: list[FileData] = Field(default_factory=list, max_length=MAX_INPUT_IMAGES)
