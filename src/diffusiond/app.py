@@ -22,10 +22,15 @@ from diffusiond.api.custom.routes import router as custom_router
 from diffusiond.api.deps import ServicesDep, authenticate
 from diffusiond.api.eks.routes import EDGE as EKS
 from diffusiond.api.eks.routes import router as eks_router
+from diffusiond.api.esd.render import dialect as esd_dialect
+from diffusiond.api.esd.routes import esd_router
 from diffusiond.api.jobs.routes import DIALECT as JOBS
 from diffusiond.api.jobs.routes import router as jobs_router
+from diffusiond.api.paths import SlashTolerance
 from diffusiond.api.stability.routes import DIALECT as STABILITY
 from diffusiond.api.stability.routes import router as stability_router
+from diffusiond.api.uploads import dialect as uploads_dialect
+from diffusiond.api.uploads import router as uploads_router
 from diffusiond.config import Settings
 from diffusiond.domain.errors import DomainError, NotFound
 from diffusiond.services import Services, build_services
@@ -52,7 +57,10 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app = FastAPI(title="diffusiond", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Self-hosted Stable Diffusion: Stability v1, /v1/jobs and more.")
     mount_docs(app)
-    edge.install(app, dialects=DIALECTS, limits=edge.EdgeLimits.from_settings(settings), authenticate=authenticate)
+    dialects = (*DIALECTS, esd_dialect(settings), uploads_dialect(settings))  # these two take settings
+    edge.install(app, dialects=dialects, limits=edge.EdgeLimits.from_settings(settings), authenticate=authenticate)
+    # Outside the edge: it sees (and routes) the tidied path
+    app.add_middleware(SlashTolerance, prefixes=(settings.esd_prefix,))
     app.state.services = services
     app.include_router(stability_router)
     app.include_router(jobs_router)
@@ -60,6 +68,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(custom_router)
     app.include_router(a1111_router)
     app.include_router(eks_router)
+    app.include_router(uploads_router)
+    app.include_router(esd_router(), prefix=settings.esd_prefix)
     openapi.install(app)
 
     @app.get("/healthz", tags=["meta"], responses=openapi.error_responses(edge.GenericError, 500))

@@ -165,6 +165,27 @@ def models_remove(model_id: str) -> None:
     typer.echo(f"removed {model_id}")
 
 
+@models_app.command("export")
+def models_export(model_id: str, out: Path) -> None:
+    """Write a checkpoint as one self-describing .safetensors file (its configs in the metadata), ready to
+    upload anywhere: e.g. `diffusiond models export shapes shapes.safetensors`."""
+    import shutil
+
+    from diffusiond.models.files import LocalModelFiles
+
+    services = _services()
+    cache = Path(services.settings.home) / "cache" / "models"
+    record = LocalModelFiles(services.models, services.blobs, cache).resolve(model_id, ModelKind.CHECKPOINT)
+    source = Path(record.path)
+    if source.is_dir():
+        from diffusiond.engine.single_file import export_single_file
+
+        export_single_file(source, out, write_config=False, embed_family=record.family)
+    else:
+        shutil.copyfile(source, out)
+    typer.echo(f"wrote {out} ({out.stat().st_size:,} bytes, family {record.family})")
+
+
 @models_app.command("list")
 def models_list() -> None:
     """List registered models and their aliases."""

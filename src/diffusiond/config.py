@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     workers: int = 1  # threads that generate images
     training_workers: int = 1  # threads that train and merge models, so a long training never holds up images
     device: str | None = None  # None: cuda when available, else cpu
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"  # auto: fp16 on CUDA, fp32 on the CPU
     torch_threads: int | None = None  # intra-op CPU threads; None keeps torch's default
     batch_size: int = 8  # dynamic batching: compatible txt2img jobs per forward pass
     batch_window_ms: float = 5.0  # how long a lone batchable job waits for company
@@ -43,6 +44,18 @@ class Settings(BaseSettings):
     job_max_attempts: int = 3
     sync_timeout_seconds: float = 900.0
     max_queued_jobs_per_tenant: int = 1000  # a submit beyond it is refused with 429 (0: no limit)
+
+    # Endpoints: named worker pools in processes this server spawns (README "Endpoints and instance
+    # types"). `instance_types` picks the instance-type -> device table: `cpu` (every type on the CPU),
+    # `aws-gpu`, or a JSON file. `gpus` overrides how many GPUs this machine offers (None: detect).
+    instance_types: str = "cpu"
+    gpus: int | None = None
+    endpoint_lease_seconds: float = 20.0  # an endpoint's workers move to another machine after this
+    endpoint_drain_seconds: float = 900.0  # a deleted endpoint's running jobs get this long to finish
+    max_endpoint_workers: int = 8  # endpoint worker processes this machine runs at once, all endpoints together
+
+    # The AWS-extension API (seed 000): where it is mounted (`/prod` gives the original base URL).
+    esd_prefix: str = "/esd"
 
     # Models
     default_model: str = "shapes"
@@ -70,6 +83,11 @@ class Settings(BaseSettings):
     redis_url: str = "redis://127.0.0.1:6379/0"
     max_upload_bytes: int = 10 * 1024 * 1024  # one uploaded image file
     max_upload_pixels: int = 4096 * 4096
+    # Model files uploaded in parts: the whole file, one part, how many parts, and a tar archive's members.
+    max_model_bytes: int = 16 * 1024**3
+    max_model_part_bytes: int = 5 * 1024**3
+    max_model_parts: int = 1000
+    max_archive_members: int = 1000
     # Request bodies, bounded at the edge before routing and auth (see api/edge.py): a JSON body (and
     # all of a multipart body but its files), how deep JSON may nest, and a multipart form's fields.
     max_json_bytes: int = 1024 * 1024
@@ -100,6 +118,8 @@ class Settings(BaseSettings):
             raise ValueError("DIFFUSIOND_S3_BUCKET is required when DIFFUSIOND_BLOB_STORE=s3")
         if self.workers < 0 or self.training_workers < 0:
             raise ValueError("DIFFUSIOND_WORKERS and DIFFUSIOND_TRAINING_WORKERS must be >= 0")
+        if not self.esd_prefix.startswith("/") or self.esd_prefix.endswith("/"):
+            raise ValueError("DIFFUSIOND_ESD_PREFIX must start with / and not end with one (e.g. /esd, /prod)")
         if self.api_threads is not None and self.api_threads < 1:
             raise ValueError("DIFFUSIOND_API_THREADS must be >= 1")
         if not MIN_TRAINING_IMAGES <= self.custom_min_images <= MAX_TRAINING_IMAGES:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gc
+import hashlib
+import hmac
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,18 +14,21 @@ from diffusiond.auth.keys import KeyService
 from diffusiond.auth.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from diffusiond.auth.tenants import TenantService
 from diffusiond.blobs.base import BlobStore
+from diffusiond.blobs.direct import DirectUploads, LocalDirectUploads
 from diffusiond.blobs.images import UploadRules
 from diffusiond.blobs.local import LocalBlobStore
 from diffusiond.blobs.signing import UrlSigner
 from diffusiond.config import Settings
 from diffusiond.datasets.service import DatasetService
+from diffusiond.domain.endpoints import load_instance_table
 from diffusiond.domain.jobs import JobKind
 from diffusiond.domain.pricing import from_credits
 from diffusiond.domain.webhooks import WebhookRenderer
+from diffusiond.endpoints.service import EndpointService
 from diffusiond.models.files import LocalModelFiles
 from diffusiond.models.registry import ModelRegistry
 from diffusiond.queue.events import JobEvents
-from diffusiond.queue.executor import Executor
+from diffusiond.queue.executor import Executor, ExecutorGroup
 from diffusiond.queue.instance import InstanceSlot
 from diffusiond.queue.job_service import JobService, SuccessEffect
 from diffusiond.queue.local_executor import LocalExecutor, WorkerPool
@@ -56,6 +61,8 @@ class Services:
     uploads: UploadRules
     datasets: DatasetService
     callbacks: CallbackService
+    endpoints: EndpointService
+    direct_uploads: DirectUploads
     executor: Executor | None = None
     webhooks: WebhookDispatcher | None = None
     extras: dict[str, object] = field(default_factory=dict)
@@ -110,6 +117,18 @@ def build_blob_store(settings: Settings) -> BlobStore:
     return LocalBlobStore(settings.resolved_blob_dir)
 
 
+def build_direct_uploads(settings: Settings, blobs: BlobStore) -> DirectUploads:
+    """Signed upload URLs: real S3 presigned ones with the S3 store, else served by this server."""
+    if settings.blob_store == "s3":
+        from diffusiond.blobs.s3 import S3BlobStore
+
+        assert isinstance(blobs, S3BlobStore)
+        return blobs.direct_uploads(settings.max_model_bytes)
+    secret = hmac.new(settings.resolved_signing_secret(), b"direct-uploads", hashlib.sha256).digest()
+    return LocalDirectUploads(blobs, (settings.home / "staging").resolve(), secret, settings.resolved_public_url,
+                              max_part_bytes=settings.max_model_part_bytes, max_bytes=settings.max_model_bytes)
+
+
 def build_rate_limiter(settings: Settings) -> RateLimiter:
     if settings.rate_limiter == "redis":
         return RedisRateLimiter(settings.redis_url)
@@ -126,15 +145,18 @@ def build_engine(settings: Settings, models: ModelRegistry, blobs: BlobStore) ->
         torch.set_num_threads(settings.torch_threads)
     cache_dir = Path(settings.home) / "cache"
     return Engine(resolver=LocalModelFiles(models, blobs, cache_dir / "models"), cache_dir=cache_dir,
-                  device=settings.device)
+                  device=settings.device, precision=settings.precision)
 
 
 def build_handlers(settings: Settings, models: ModelRegistry, blobs: BlobStore) -> Handlers:
     """The worker's table: one handler per kind of work, built when workers start."""
+    from diffusiond.engine.merge import MergeHandler
     from diffusiond.engine.runner import GenerateHandler
 
+    cache_dir = Path(settings.home) / "cache"
     return {
         JobKind.GENERATE: GenerateHandler(build_engine(settings, models, blobs)),
+        JobKind.MERGE: MergeHandler(LocalModelFiles(models, blobs, cache_dir / "models"), cache_dir / "merge"),
     }
 
 
@@ -159,14 +181,22 @@ def build_success_effects(models: ModelRegistry) -> dict[JobKind, SuccessEffect]
     return {JobKind.TRAIN: models.register_job_output, JobKind.MERGE: models.register_job_output}
 
 
-def build_executor(settings: Settings, jobs: JobService, blobs: BlobStore, models: ModelRegistry) -> Executor:
+def build_executor(settings: Settings, jobs: JobService, blobs: BlobStore, models: ModelRegistry,
+                   endpoints: EndpointService) -> Executor:
+    """The default endpoint's worker threads, and the named endpoints' spawned worker processes."""
+    from diffusiond.queue.endpoint_executor import EndpointExecutor
+    from diffusiond.queue.replicas import ProcessLauncher
+
     pools = [
         WorkerPool("generate", settings.workers, [JobKind.GENERATE], batch_size=settings.batch_size),
         WorkerPool("train", settings.training_workers, [JobKind.TRAIN, JobKind.MERGE]),
     ]
-    return LocalExecutor(jobs, blobs, lambda: build_handlers(settings, models, blobs), pools=pools,
-                         batch_window=settings.batch_window_ms / 1000, instance=InstanceSlot(settings.home),
-                         layouts=build_output_layouts(blobs))
+    default = LocalExecutor(jobs, blobs, lambda: build_handlers(settings, models, blobs), pools=pools,
+                            batch_window=settings.batch_window_ms / 1000, instance=InstanceSlot(settings.home),
+                            layouts=build_output_layouts(blobs))
+    named = EndpointExecutor(endpoints, ProcessLauncher(settings), lease_seconds=settings.endpoint_lease_seconds,
+                             stop_grace=settings.endpoint_drain_seconds, max_workers=settings.max_endpoint_workers)
+    return ExecutorGroup([default, named])
 
 
 def build_services(settings: Settings, *, with_workers: bool | None = None) -> Services:
@@ -184,15 +214,17 @@ def build_services(settings: Settings, *, with_workers: bool | None = None) -> S
                       url_policy=url_policy, webhook_renderers=build_webhook_renderers(signer, settings),
                       success_effects=build_success_effects(models))
     tenants = TenantService(db)
+    endpoints = EndpointService(db, jobs, load_instance_table(settings.instance_types))
     services = Services(
         settings=settings, db=db, blobs=blobs, signer=signer,
         keys=KeyService(db, settings.auth_cache_seconds, anonymous_tenant=settings.anonymous_tenant),
         tenants=tenants, models=models, events=events, jobs=jobs,
         rate_limiter=build_rate_limiter(settings),
         uploads=uploads, datasets=DatasetService(db, blobs, uploads), callbacks=CallbackService(db, url_policy),
+        endpoints=endpoints, direct_uploads=build_direct_uploads(settings, blobs),
         webhooks=WebhookDispatcher(db, tenants, url_policy),
     )
     run_workers = settings.executor == "local" if with_workers is None else with_workers
     if run_workers:
-        services.executor = build_executor(settings, jobs, blobs, models)
+        services.executor = build_executor(settings, jobs, blobs, models, endpoints)
     return services

@@ -66,7 +66,9 @@ def fuzz_server(tmp_path_factory: pytest.TempPathFactory, tiny_sd_dir: Path) -> 
     live = LiveServer(home=home, port=free_port(), env={
         "DIFFUSIOND_DEFAULT_MODEL": "tiny", "DIFFUSIOND_WORKERS": "1", "OMP_NUM_THREADS": "1",
         # the fuzzer is one client sending as fast as it can: its 429s would only hide other answers
-        "DIFFUSIOND_RATE_LIMIT_PER_SECOND": "1000", "DIFFUSIOND_RATE_LIMIT_BURST": "1000"})
+        "DIFFUSIOND_RATE_LIMIT_PER_SECOND": "1000", "DIFFUSIOND_RATE_LIMIT_BURST": "1000",
+        # the AWS-extension API deploys endpoints: at most one spawned worker on this shared machine
+        "DIFFUSIOND_MAX_ENDPOINT_WORKERS": "1"})
     live.start()
     yield live
     live.stop()

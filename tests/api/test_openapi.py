@@ -41,14 +41,16 @@ def test_no_operation_declares_the_never_sent_422(doc: dict[str, Any]) -> None:
 def test_every_api_operation_declares_its_errors_in_its_dialects_shape(doc: dict[str, Any]) -> None:
     shapes = {"/v1/generation": "StabilityError", "/v1/engines": "StabilityError", "/v1/user": "StabilityError",
               "/v1/jobs": "ErrorBody", "/v1/resource": "ErrorBody", "/v1/admin": "ErrorBody",
-              "/v1/account": "ErrorBody", "/v1/custom": "CustomError", "/sdapi/v1": "A1111Error"}
+              "/v1/account": "ErrorBody", "/v1/custom": "CustomError", "/sdapi/v1": "A1111Error",
+              "/v1/uploads": "UploadError", "/esd/inference": "InferenceError",
+              "/esd/api/inference": "InferenceError", "/esd": "LambdaError"}
     for method, path, op in operations(doc):
         if path == "/healthz":
             assert error_model(op, "500") == "GenericError"
             continue
         if path.lstrip("/").startswith(("v1alpha1", "v1alpha2")):  # EKS: a plain-text 400, JSON 401 and 429
             assert "text/plain" in op["responses"]["400"]["content"], (method, path)
-            assert error_model(op, "401") == error_model(op, "429") == "Message", (method, path)
+            assert error_model(op, "401") == error_model(op, "429") == "EksMessage", (method, path)
             continue
         shape = next(v for k, v in shapes.items() if path.startswith(k))
         for status in ("400", "401", "413", "429", "500"):
@@ -81,3 +83,11 @@ def test_upload_routes_declare_their_bodies(doc: dict[str, Any]) -> None:
         if route != "image-to-image/upscale":
             assert {"text_prompts[0][text]", "init_image"} <= set(form["required"])
             assert form["properties"]["samples"]["maximum"] == 10
+
+
+def test_raw_upload_routes_declare_their_bodies(doc: dict[str, Any]) -> None:
+    binary = {"type": "string", "format": "binary"}
+    for path in ("/v1/uploads/parts/{upload_id}/{part_number}", "/v1/uploads/objects/{key}"):
+        put = doc["paths"][path]["put"]
+        assert put["requestBody"]["content"]["application/octet-stream"]["schema"] == binary
+        assert "ETag" in put["responses"]["200"]["headers"]

@@ -21,7 +21,7 @@ from diffusiond.domain.errors import NotFound
 from diffusiond.domain.jobs import JobKind, JobStatus, ModelFileArtifact
 from diffusiond.domain.models import ModelKind
 from diffusiond.domain.params import ImageRef
-from diffusiond.domain.training import TrainingImage, TrainSettings, TrainSpec
+from diffusiond.domain.training import TrainingImage, TrainMethod, TrainSettings, TrainSpec
 from diffusiond.engine.context import Canceled, WorkContext
 from diffusiond.models.files import LocalModelFiles
 from diffusiond.models.registry import ModelRegistry
@@ -193,3 +193,44 @@ def test_soft_deleted_jobs_leave_lists_and_lookups(world: Any) -> None:
     with pytest.raises(NotFound):
         jobs.get(tenant, a.id)
     assert jobs.get(None, a.id).status is JobStatus.QUEUED  # still there, and still queued
+
+
+class FolderTrainer:
+    """Saves what a full fine-tune saves, a diffusers folder, and a LoRA named without its suffix."""
+
+    def __init__(self, source: Path) -> None:
+        self.source = source
+
+    def run(self, spec: TrainSpec, ctx: WorkContext) -> None:
+        import shutil
+
+        work = Path(ctx_tmp(ctx))
+        if spec.method is TrainMethod.FULL:
+            shutil.copytree(self.source, work / "tuned")
+            ctx.save_model_file(work / "tuned", name=spec.output_name, format="diffusers")
+        else:
+            (work / "x.safetensors").write_bytes(b"lora")
+            ctx.save_model_file(work / "x.safetensors", name=spec.output_name, format="safetensors")
+
+
+def test_a_folder_model_is_kept_as_one_self_describing_file(world: Any, tiny_sd_dir: Path, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from diffusiond.engine.loader import load_checkpoint
+
+    _, registry, jobs, blobs, keys = world
+    registry.add(tiny_sd_dir, "tiny-base", family="tiny")
+    tenant = keys.create("a", credits_milli=10_000).tenant_id
+    worker = Worker(jobs, blobs, {JobKind.TRAIN: FolderTrainer(tiny_sd_dir)}, "w")
+    base = replace(train_spec(output="tuned"), base_model="tiny-base", output_name="tuned")
+    full = jobs.submit(tenant, replace(base, method=TrainMethod.FULL), dialect="esd")
+    lora = jobs.submit(tenant, replace(base, output_model="named", output_name="named"), dialect="esd")
+    assert worker.run_once() and worker.run_once()
+    worker.drain()
+    (made,) = jobs.get(tenant, full.id).model_files
+    assert made.format == "safetensors" and made.blob_key.endswith("-tuned.safetensors")
+    record = LocalModelFiles(registry, blobs, tmp_path / "cache").resolve("tuned", ModelKind.CHECKPOINT)
+    assert record.family == "tiny" and record.path.endswith(".safetensors")
+    assert load_checkpoint(record, tmp_path / "cache").pipe.unet is not None  # loads on its own
+    (named,) = jobs.get(tenant, lora.id).model_files
+    assert named.blob_key.endswith("-named.safetensors")  # loaders tell the format by the name

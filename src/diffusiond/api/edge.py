@@ -63,14 +63,16 @@ class Upload:
     """
 
     method: str
-    path: str  # a route template: "/v1/resource/image/{resource_id}"
+    path: str  # a route template: "/v1/resource/image/{resource_id}" ("{key:path}" spans slashes)
     files: int = 1
     raw: bool = False
     keyless: bool = False
     json: bool = False
+    max_bytes: int | None = None  # a raw body's own limit (a model file's part); None: max_upload_bytes
 
     def matches(self, method: str, path: str) -> bool:
-        pattern = re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(self.path))
+        pattern = re.sub(r"\\\{[^}:]+:path\\\}", ".+", re.escape(self.path))
+        pattern = re.sub(r"\\\{[^}]+\\\}", "[^/]+", pattern)
         return method == self.method and re.fullmatch(pattern, path) is not None
 
 
@@ -406,7 +408,7 @@ class Edge:
         lim = self.limits
         upload = dialect.upload(scope["method"], scope["path"])
         if upload is not None and upload.raw:
-            return SizeGuard(lim.upload_bytes)
+            return SizeGuard(upload.max_bytes or lim.upload_bytes)
         if upload is not None and upload.json:  # base64 takes 4 bytes for every 3, plus a data-URL prefix
             return JsonGuard(lim.json_bytes + upload.files * (lim.upload_bytes * 4 // 3 + 64), lim.json_depth)
         ctype, options = parse_options_header(headers.get(b"content-type"))

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from diffusiond.domain.errors import NotFound
+
+if TYPE_CHECKING:
+    from diffusiond.blobs.direct import S3DirectUploads
 
 
 class S3BlobStore:
@@ -23,6 +26,12 @@ class S3BlobStore:
         if not key or key.startswith("/") or ".." in key.split("/"):
             raise NotFound(f"blob {key!r} not found")
         return self.prefix + key
+
+    def direct_uploads(self, max_bytes: int) -> S3DirectUploads:
+        """Presigned uploads (whole objects and multipart) into this store's bucket and prefix."""
+        from diffusiond.blobs.direct import S3DirectUploads
+
+        return S3DirectUploads(self.client, self.bucket, self.prefix, max_bytes)
 
     def put(self, key: str, data: bytes, mime: str) -> None:
         self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, ContentType=mime)

@@ -10,7 +10,7 @@ def batch_diffusion(spec: GenerateSpec) -> Diffusion | None:
     if len(spec.stages) != 1 or not isinstance(spec.stages[0], Txt2Img):
         return None
     d = spec.stages[0].diffusion
-    return None if d.loras or d.embeddings or d.subseed_strength or d.tiling else d
+    return None if d.loras or d.embeddings or d.hypernetworks or d.subseed_strength or d.tiling else d
 
 
 def batch_key(spec: GenerateSpec) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import Enum
 
 
@@ -37,3 +38,4 @@ class ModelRecord:
     name: str = ""
     description: str = ""
     tenant_id: str | None = None  # None: every tenant may use it; else only its owner (trained models)
+    created_at: datetime | None = None

@@ -78,6 +78,14 @@ class EmbeddingRef:
 
 
 @dataclass(frozen=True)
+class HypernetworkRef:
+    """An A1111 hypernetwork: small networks on the cross-attention context before keys and values."""
+
+    model_id: str
+    strength: float = 1.0
+
+
+@dataclass(frozen=True)
 class ImageRef:
     """An input image stored as a blob (an uploaded resource or an earlier artifact).
 
@@ -110,6 +118,7 @@ class Diffusion:
     eta_noise_seed_delta: int = 0
     loras: tuple[LoraRef, ...] = ()
     embeddings: tuple[EmbeddingRef, ...] = ()
+    hypernetworks: tuple[HypernetworkRef, ...] = ()
     vae: str | None = None
     style_preset: str | None = None
     # A1111's variation seeds: the initial noise is the seed's noise slerped towards the subseed's

@@ -2,13 +2,15 @@
 
 - a diffusers folder loads with `from_pretrained(local_files_only=True, use_safetensors=True)`;
 - a single `.safetensors` file loads with `from_single_file(config=<folder>)`, where the folder is
-  the sibling `<stem>.config/` when present (non-standard architectures, see `single_file.py`) or
-  else the shipped config of the family detected from the file's tensor names and shapes;
+  the sibling `<stem>.config/` when present (non-standard architectures, see `single_file.py`), or
+  the one rebuilt from the config embedded in the file's metadata, or else the shipped config of the
+  family detected from the file's tensor names and shapes;
 - pickle formats (.ckpt, .pt, .bin) are refused before any byte of them is read.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -20,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from diffusiond.domain.errors import InvalidParams
 from diffusiond.domain.models import ModelRecord
 from diffusiond.engine.clip_tokenizer import EOS, write_clip_tokenizer
-from diffusiond.engine.single_file import sibling_config_dir
+from diffusiond.engine.single_file import EMBEDDED_CONFIG, sibling_config_dir, write_embedded_config
 
 if TYPE_CHECKING:
     import torch
@@ -130,10 +132,30 @@ def load_checkpoint(
     if path.suffix.lower() != ".safetensors" or not path.is_file():
         raise InvalidParams(f"model {record.id}: {path.name} is neither a diffusers folder nor a .safetensors file")
     config_dir = config_dir or (sibling_config_dir(path) if sibling_config_dir(path).is_dir() else None)
+    config_dir = config_dir or embedded_config_dir(path, cache_dir)
     if config_dir is not None:
         return _load_single_file(path, config_dir, record.family, dtype)
     family = detect_family(read_key_shapes(path), record.family)
     return _load_single_file(path, prepare_config_dir(family, cache_dir), family, dtype)
+
+
+def embedded_config_dir(path: Path, cache_dir: Path) -> Path | None:
+    """The config folder rebuilt from the file's embedded config (once per distinct config), or None."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        raw = (handle.metadata() or {}).get(EMBEDDED_CONFIG)
+    if raw is None:
+        return None
+    target = cache_dir / "configs" / f"embedded-{hashlib.sha256(raw.encode()).hexdigest()[:20]}"
+    if not target.is_dir():  # built aside and renamed: replicas loading the same file at once agree
+        work = target.with_name(f".{target.name}.{os.getpid()}")
+        write_embedded_config(raw, work)
+        try:
+            work.rename(target)
+        except OSError:  # another process renamed its copy first
+            shutil.rmtree(work, ignore_errors=True)
+    return target
 
 
 def _load_folder(path: Path, family: str, dtype: torch.dtype | None) -> LoadedModel:

@@ -69,11 +69,13 @@ class Engine:
     """Runs jobs on one device; keeps up to `max_models` checkpoints warm."""
 
     def __init__(
-        self, resolver: ModelResolver, cache_dir: Path, device: str | None = None, max_models: int = 2
+        self, resolver: ModelResolver, cache_dir: Path, device: str | None = None, max_models: int = 2,
+        precision: str = "auto",
     ) -> None:
         self._resolver = resolver
         self._cache_dir = cache_dir
         self._device_name = device
+        self._precision = precision  # auto | fp32 | fp16 | bf16 (an endpoint's device profile)
         self._max_models = max_models
         self._cache: ModelCache | None = None
         self._lock = threading.Lock()
@@ -91,7 +93,9 @@ class Engine:
             from diffusiond.engine.model_cache import ModelCache
 
             device = pick_device(self._device_name)
-            dtype = torch.float16 if device.type == "cuda" else torch.float32
+            dtypes = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+            auto = torch.float16 if device.type == "cuda" else torch.float32
+            dtype = dtypes.get(self._precision, auto)
             self._cache = ModelCache(self._resolver, self._cache_dir, device, dtype, self._max_models)
         return self._cache
 
@@ -310,8 +314,9 @@ class Engine:
 
     @contextmanager
     def _job_state(self, cached: CachedModel, diffusion: Diffusion) -> Iterator[None]:
-        """LoRAs, embeddings and the VAE override on the shared modules, for this job only."""
+        """LoRAs, embeddings, hypernetworks and the VAE override on the shared modules, for this job only."""
         from diffusiond.engine.embeddings import applied_embeddings
+        from diffusiond.engine.hypernetwork import applied_hypernetworks
         from diffusiond.engine.lora import applied_loras
         from diffusiond.engine.tiling import circular_padding
         from diffusiond.engine.vae import swapped_vae
@@ -320,6 +325,7 @@ class Engine:
         with ExitStack() as stack:
             stack.enter_context(applied_loras(cached.base, diffusion.loras, self._resolver, cached.loras))
             stack.enter_context(applied_embeddings(cached.base, diffusion.embeddings, self._resolver))
+            stack.enter_context(applied_hypernetworks(cached.base.unet, diffusion.hypernetworks, self._resolver))
             stack.enter_context(swapped_vae(cached.pipelines(), vae))
             modules = [cached.base.unet, *(pipe.vae for pipe in cached.pipelines())]
             stack.enter_context(circular_padding(modules, diffusion.tiling))

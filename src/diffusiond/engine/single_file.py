@@ -9,14 +9,23 @@ written for any block count and `layers_per_block`, so small non-standard models
 A non-standard architecture has no shipped config, so `export_single_file` also writes the folder's
 configs and tokenizer, without weights, to the sibling folder `<stem>.config/`. The loader looks for
 exactly that sibling (see `sibling_config_dir`); a caller may also pass a config folder explicitly.
+
+A file that travels alone (uploaded, stored as one blob) carries its configs inside instead: with
+`embed_family=...` the json configs go into the safetensors header's metadata (`EMBEDDED_CONFIG`),
+and `write_embedded_config` rebuilds the config folder from them. That metadata is as untrusted as
+the file: only a fixed list of pipeline and component classes is accepted from it.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from diffusiond.domain.errors import InvalidParams
+from diffusiond.engine.clip_tokenizer import EOS, write_clip_tokenizer
 
 if TYPE_CHECKING:
     import torch
@@ -202,10 +211,91 @@ def text_to_ldm(pipe: Any, *, open_clip: bool = False) -> dict[str, torch.Tensor
     return clip_to_ldm(first)
 
 
-def export_single_file(folder: Path, out: Path, *, write_config: bool = True, open_clip: bool = False) -> Path:
+EMBEDDED_CONFIG = "diffusiond.config"
+# What an embedded config may name: the pipelines a single file loads as, and their components.
+PIPELINE_CLASSES = {"StableDiffusionPipeline", "StableDiffusionInpaintPipeline", "StableDiffusionXLPipeline",
+                    "StableDiffusionXLInpaintPipeline"}
+COMPONENT_CLASSES = {("diffusers", "UNet2DConditionModel"), ("diffusers", "AutoencoderKL"),
+                     ("transformers", "CLIPTextModel"), ("transformers", "CLIPTextModelWithProjection"),
+                     ("transformers", "CLIPTokenizer"), ("transformers", "CLIPTokenizerFast")}
+_CONFIG_FILE = re.compile(r"^(?:[a-z_0-9]{1,40}/)?[a-z_0-9]{1,40}\.json$")
+_TOKENIZER = re.compile(r"^tokenizer(?:_[0-9])?$")
+MAX_EMBEDDED_CONFIG = 256 * 1024
+
+
+def embedded_config(folder: Path, family: str) -> str:
+    """A diffusers folder's architecture as one string: its json configs, its family, and the pad token
+    of each tokenizer (the CLIP vocabulary itself is rebuilt offline, see clip_tokenizer.py)."""
+    files: dict[str, Any] = {}
+    tokenizers: dict[str, str] = {}
+    for path in sorted(folder.rglob("*.json")):
+        rel = path.relative_to(folder).as_posix()
+        if _TOKENIZER.match(path.parent.name):
+            if path.name == "tokenizer_config.json":
+                tokenizers[path.parent.name] = str(json.loads(path.read_text()).get("pad_token", EOS))
+            continue
+        if rel == "model_index.json" or path.parent.parent == folder:  # not a README's or a log's json
+            files[rel] = json.loads(path.read_text())
+    return json.dumps({"family": family, "files": files, "tokenizers": tokenizers}, sort_keys=True)
+
+
+def embedded_family(raw: str) -> str:
+    """The family an embedded config names (checked like the rest of it)."""
+    return str(_checked_config(raw)["family"])
+
+
+def write_embedded_config(raw: str, target: Path) -> Path:
+    """Rebuild the config folder an embedded config describes, after checking every part of it."""
+    data = _checked_config(raw)
+    if target.exists():
+        shutil.rmtree(target)
+    for rel, content in data["files"].items():
+        dest = target / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_text(json.dumps(content, indent=2))
+    for name, pad in data["tokenizers"].items():
+        write_clip_tokenizer(target / name, pad_token=pad)
+    return target
+
+
+def _checked_config(raw: str) -> dict[str, Any]:
+    def bad(why: str) -> InvalidParams:
+        return InvalidParams(f"the file's embedded config is invalid: {why}", code="invalid_model_file")
+
+    if len(raw) > MAX_EMBEDDED_CONFIG:
+        raise bad("too large")
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise bad("not JSON") from None
+    if not isinstance(data, dict) or not isinstance(data.get("files"), dict) or not isinstance(
+            data.get("tokenizers"), dict) or not isinstance(data.get("family"), str):
+        raise bad("expected family, files and tokenizers")
+    if not re.fullmatch(r"[a-z0-9_.-]{1,32}", data["family"]):
+        raise bad("family")
+    files: dict[str, Any] = data["files"]
+    if len(files) > 20 or not all(_CONFIG_FILE.match(k) and isinstance(v, dict) for k, v in files.items()):
+        raise bad("config file names")
+    index = files.get("model_index.json")
+    if not isinstance(index, dict) or index.get("_class_name") not in PIPELINE_CLASSES:
+        raise bad("model_index.json must name a Stable Diffusion pipeline")
+    for key, value in index.items():
+        if isinstance(value, list) and len(value) == 2 and value[0] is not None and (
+                (value[0], value[1]) not in COMPONENT_CLASSES and not str(value[1]).endswith("Scheduler")):
+            raise bad(f"component {key} may not be {value[0]}.{value[1]}")
+    tokenizers: dict[str, Any] = data["tokenizers"]
+    if not all(_TOKENIZER.match(k) and isinstance(v, str) and len(v) <= 20 for k, v in tokenizers.items()):
+        raise bad("tokenizers")
+    return data
+
+
+def export_single_file(folder: Path, out: Path, *, write_config: bool = True, open_clip: bool = False,
+                       embed_family: str | None = None) -> Path:
     """Write `folder` (a diffusers SD/SDXL pipeline) as one LDM-layout `.safetensors` file at `out`.
 
     `open_clip=True` writes an SD 2.x-style text encoder (SDXL's layout is chosen automatically).
+    `embed_family` puts the folder's configs into the file's metadata under that family name, so the
+    file loads on its own (see `write_embedded_config`).
     """
     import diffusers
     from safetensors.torch import save_file
@@ -218,7 +308,10 @@ def export_single_file(folder: Path, out: Path, *, write_config: bool = True, op
     tensors |= vae_to_ldm(vae_state, len(pipe.vae.config.block_out_channels))
     tensors |= text_to_ldm(pipe, open_clip=open_clip)
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(out), metadata={"format": "pt", "exported_by": "diffusiond"})
+    metadata = {"format": "pt", "exported_by": "diffusiond"}
+    if embed_family is not None:
+        metadata[EMBEDDED_CONFIG] = embedded_config(folder, embed_family)
+    save_file(tensors, str(out), metadata=metadata)
     if write_config:
         copy_configs(folder, sibling_config_dir(out))
     return out

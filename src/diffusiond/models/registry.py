@@ -14,14 +14,14 @@ from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from diffusiond.domain.errors import InvalidParams, NotFound
+from diffusiond.domain.errors import Conflict, InvalidParams, NotFound
 from diffusiond.domain.jobs import Job
 from diffusiond.domain.merge import MergeSpec
 from diffusiond.domain.models import ModelFormat, ModelKind, ModelRecord
 from diffusiond.domain.spec_codec import spec_from_json
 from diffusiond.domain.training import TrainMethod, TrainSpec
 from diffusiond.models.files import blob_path
-from diffusiond.store.database import Database
+from diffusiond.store.database import Database, as_utc
 from diffusiond.store.tables import ModelAliasRow, ModelRow
 from diffusiond.ttl_cache import TtlCache
 
@@ -33,6 +33,11 @@ MAX_HEADER = 100 * 1024 * 1024
 
 def safetensors_keys(path: Path) -> dict[str, list[int]]:
     """Tensor names and shapes from a .safetensors header, without reading any tensor data."""
+    return safetensors_header(path)[0]
+
+
+def safetensors_header(path: Path) -> tuple[dict[str, list[int]], dict[str, str]]:
+    """Tensor names and shapes, and the metadata, from a .safetensors header (no tensor data read)."""
     with path.open("rb") as f:
         raw = f.read(8)
         if len(raw) != 8:
@@ -46,18 +51,26 @@ def safetensors_keys(path: Path) -> dict[str, list[int]]:
             raise InvalidParams(f"{path.name} is not a safetensors file", code="invalid_model_file") from None
     if not isinstance(header, dict):
         raise InvalidParams(f"{path.name} is not a safetensors file", code="invalid_model_file")
-    return {k: v.get("shape", []) for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)}
+    metadata = header.get("__metadata__")
+    meta = {str(k): str(v) for k, v in metadata.items()} if isinstance(metadata, dict) else {}
+    keys = {k: v.get("shape", []) for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)}
+    return keys, meta
 
 
-def detect_checkpoint_family(keys: dict[str, list[int]]) -> str:
-    """SD 1.x / 2.x / XL (and inpainting) from the original single-file key layout."""
+def detect_checkpoint_family(keys: dict[str, list[int]], metadata: dict[str, str] | None = None) -> str:
+    """SD 1.x / 2.x / XL (and inpainting) from the original single-file key layout, or the family a
+    self-describing file's embedded config names (a non-standard architecture, e.g. `shapes`)."""
+    from diffusiond.engine.single_file import EMBEDDED_CONFIG, embedded_family
+
+    if metadata and EMBEDDED_CONFIG in metadata:
+        return embedded_family(metadata[EMBEDDED_CONFIG])
     if any(k.startswith("conditioner.embedders.1") for k in keys):
         return "sdxl"
-    proj = keys.get("model.diffusion_model.input_blocks.1.1.proj_in.weight")
     ctx = keys.get("model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight")
     if ctx is not None and len(ctx) == 2 and ctx[1] == 1024:
         return "sd2"
-    if proj is not None or any(k.startswith("cond_stage_model.transformer") for k in keys):
+    # SD 1.x's text context is 768 wide; a smaller model in its layout (a test model) is no SD 1.x
+    if ctx is not None and len(ctx) == 2 and ctx[1] == 768:
         return "sd15"
     return "unknown"
 
@@ -108,6 +121,23 @@ class ModelRegistry:
                            name=record.name, description=description, trigger_words=list(trigger_words)))
         return record
 
+    def add_blob(self, key: str, model_id: str, kind: ModelKind, *, family: str, tenant_id: str | None,
+                 name: str = "", description: str = "", trigger_words: tuple[str, ...] = ()) -> ModelRecord:
+        """Register a .safetensors file already stored (and validated) as the blob `key`, owned by
+        `tenant_id` (None: shared); every worker of a fleet finds it through the blob store."""
+        if not _ID.match(model_id):
+            raise InvalidParams(f"invalid model id {model_id!r}", code="invalid_model_id")
+        record = ModelRecord(id=model_id, kind=kind, format=ModelFormat.SAFETENSORS, path=blob_path(key),
+                             family=family, trigger_words=trigger_words, name=name or model_id,
+                             description=description, tenant_id=tenant_id)
+        with self._writing() as s:
+            if s.get(ModelRow, model_id) is not None or s.get(ModelAliasRow, model_id) is not None:
+                raise Conflict(f"model {model_id!r} already exists", code="model_exists")
+            s.add(ModelRow(id=model_id, kind=kind.value, format=record.format.value, family=family,
+                           path=record.path, name=record.name, description=description,
+                           trigger_words=list(trigger_words), tenant_id=tenant_id))
+        return record
+
     def _inspect(self, path: Path, kind: ModelKind, family: str | None) -> tuple[ModelFormat, str]:
         if path.is_dir():
             if kind is ModelKind.CHECKPOINT and not (path / "model_index.json").is_file():
@@ -128,9 +158,9 @@ class ModelRegistry:
             return ModelFormat.PTH, family or "esrgan"
         if suffix != ".safetensors":
             raise InvalidParams(f"unsupported model file type {suffix!r}", code="invalid_model_file")
-        keys = safetensors_keys(path)
+        keys, metadata = safetensors_header(path)
         if kind is ModelKind.CHECKPOINT and family is None:
-            family = detect_checkpoint_family(keys)
+            family = detect_checkpoint_family(keys, metadata)
             if family == "unknown":
                 raise InvalidParams(f"{path.name} is not a recognised SD 1.x/2.x/XL checkpoint",
                                     code="invalid_model_file")
@@ -279,4 +309,5 @@ class ModelRegistry:
 def _record(row: ModelRow) -> ModelRecord:
     return ModelRecord(id=row.id, kind=ModelKind(row.kind), format=ModelFormat(row.format), path=row.path,
                        family=row.family, trigger_words=tuple(row.trigger_words or ()), name=row.name,
-                       description=row.description, tenant_id=row.tenant_id)
+                       description=row.description, tenant_id=row.tenant_id,
+                       created_at=as_utc(row.created_at) if row.created_at else None)

@@ -7,6 +7,7 @@ services.py; the job service and the workers do not change.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 
@@ -22,3 +23,22 @@ class Executor(Protocol):
     def stop(self, timeout: float = 10.0) -> None:
         """Stop claiming; let running jobs' outputs be stored; return within about `timeout`."""
         ...
+
+
+class ExecutorGroup:
+    """Several executors as one: the default worker pools and the endpoints' workers, say."""
+
+    def __init__(self, executors: Sequence[Executor]) -> None:
+        self.executors = list(executors)
+
+    def start(self) -> None:
+        for executor in self.executors:
+            executor.start()
+
+    def notify(self) -> None:
+        for executor in self.executors:
+            executor.notify()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        for executor in self.executors:
+            executor.stop(timeout)

@@ -281,13 +281,16 @@ class JobService:
             return self._to_job(s, row, with_queue=with_queue)
 
     def list(self, tenant_id: str, *, status: JobStatus | None = None, limit: int = 20, offset: int = 0,
-             parent_id: str | None = None, dialect: str | None = None) -> tuple[builtins.list[Job], int]:
+             parent_id: str | None = None, dialect: str | None = None,
+             kinds: Sequence[JobKind] | None = None) -> tuple[builtins.list[Job], int]:
         """The tenant's jobs (not soft-deleted), newest first, and the total matching; queued jobs carry
-        their rank. `parent_id` and `dialect` narrow it to one dialect object's jobs."""
+        their rank. `parent_id`, `dialect` and `kinds` narrow it to one dialect object's jobs."""
         with self.db.read() as s:
             q = select(JobRow).where(JobRow.tenant_id == tenant_id, JobRow.deleted_at.is_(None))
             if status is not None:
                 q = q.where(JobRow.status == status.value)
+            if kinds is not None:
+                q = q.where(JobRow.kind.in_([k.value for k in kinds]))
             if parent_id is not None:
                 q = q.where(JobRow.parent_id == parent_id)
             if dialect is not None:
@@ -346,6 +349,24 @@ class JobService:
                 raise InvalidParams(f"job {job_id} already {status.value}", code="job_finished")
         self.events.publish(job_id)
         return self.get(tenant_id, job_id)
+
+    def fail_queued(self, endpoints: Sequence[str], code: str, message: str) -> int:
+        """Fail every job still queued for these endpoints (they were deleted or failed), releasing
+        their credits; running jobs are left to finish. Returns how many failed."""
+        if not endpoints:
+            return 0
+        queued = (JobRow.status == JobStatus.QUEUED.value, JobRow.endpoint.in_(list(endpoints)))
+        with self.db.read() as s:  # the common answer, none, without taking SQLite's write lock
+            if s.scalar(select(JobRow.id).where(*queued).limit(1)) is None:
+                return 0
+        with self.db.session() as s:
+            rows = list(s.scalars(select(JobRow).where(*queued).order_by(JobRow.id)
+                                  .with_for_update(skip_locked=True)))
+            for row in rows:
+                self._finish(s, row, JobStatus.FAILED, code=code, message=message)
+        for row in rows:
+            self.events.publish(row.id)
+        return len(rows)
 
     def hide(self, tenant_id: str, job_id: str) -> None:
         """Soft delete: gone from lists and lookups, kept in the database; a running job keeps running."""

@@ -55,6 +55,12 @@ class OutputLayout(Protocol):
         ...
 
 
+class StopFlag(Protocol):
+    """What tells a worker to stop: a threading.Event, or a multiprocessing one in a spawned worker."""
+
+    def is_set(self) -> bool: ...
+
+
 @dataclass
 class Output:
     """An output a running job saved; stored as a blob when the job succeeds."""
@@ -126,7 +132,10 @@ class JobContext:
         if self._scratch is None:
             self._scratch = Path(tempfile.mkdtemp(prefix=f"diffusiond-{self.claim.job.id}-"))
         kept = self._scratch / f"{len(self.outputs)}-{path.name}"
-        shutil.move(path, kept)
+        if path.is_dir():  # a diffusers folder (a full fine-tune): one self-describing file, as models are kept
+            kept, format = single_file(path, kept.with_suffix(".safetensors")), "safetensors"
+        else:
+            shutil.move(path, kept)
         self.outputs.append(Output(ArtifactKind.MODEL, path=kept, name=name, format=format))
 
     def release(self) -> None:
@@ -220,7 +229,7 @@ class Worker:
         # the worker claims its next job while the last one's outputs are stored.
         self._storer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"diffusiond-store-{worker_id}")
 
-    def run_forever(self, stop: threading.Event) -> None:
+    def run_forever(self, stop: StopFlag) -> None:
         try:
             while not stop.is_set():
                 try:
@@ -386,6 +395,8 @@ class Worker:
         if output.kind is ArtifactKind.MODEL:
             assert output.path is not None
             key = f"{stem}-{output.name}"
+            if output.format == "safetensors" and not key.lower().endswith(".safetensors"):
+                key += ".safetensors"  # loaders tell a model file's format by its name
             self.blobs.put_file(key, output.path, "application/octet-stream")
             return NewArtifact(ArtifactKind.MODEL, key, "application/octet-stream", name=output.name,
                                format=output.format, size=output.path.stat().st_size, sha256=file_sha256(output.path))
@@ -409,6 +420,19 @@ class Worker:
 def preview_key(tenant_id: str, job_id: str) -> str:
     """Where a running job's latest live preview is kept (see `JobContext.report_preview`)."""
     return f"outputs/{tenant_id}/{job_id}/preview.png"
+
+
+def single_file(folder: Path, out: Path) -> Path:
+    """A diffusers pipeline folder as one .safetensors file with its configs in the metadata (the
+    family its model_index names as `diffusiond_family`, else `custom`); the folder is removed."""
+    import json
+
+    from diffusiond.engine.single_file import export_single_file
+
+    index = json.loads((folder / "model_index.json").read_text()) if (folder / "model_index.json").is_file() else {}
+    export_single_file(folder, out, write_config=False, embed_family=str(index.get("diffusiond_family", "custom")))
+    shutil.rmtree(folder, ignore_errors=True)
+    return out
 
 
 def file_sha256(path: Path) -> str:

@@ -250,3 +250,85 @@ Index(
     sqlite_where=OutboxRow.terminal.is_(True),
     postgresql_where=OutboxRow.terminal.is_(True),
 )
+
+
+class EndpointRow(Base):
+    """A named worker pool (domain.endpoints.Endpoint); its id is the queue name its jobs carry.
+
+    `owner` is the executor process that runs its workers, holding the endpoint until
+    `owner_expires_at`; another machine's executor takes over an endpoint whose owner stopped renewing.
+    """
+
+    __tablename__ = "endpoints"
+    __table_args__ = (Index("ix_endpoints_tenant_name", "tenant_id", "name"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(40))
+    name: Mapped[str] = mapped_column(String(100))
+    instance_type: Mapped[str] = mapped_column(String(64))
+    desired_replicas: Mapped[int] = mapped_column(Integer)
+    min_replicas: Mapped[int] = mapped_column(Integer)
+    max_replicas: Mapped[int] = mapped_column(Integer)
+    ready_replicas: Mapped[int] = mapped_column(Integer, default=0)
+    autoscaling: Mapped[bool] = mapped_column(Boolean, default=False)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    owner: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    owner_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class EsdCheckpointRow(Base):
+    """An AWS-extension checkpoint: model files uploaded in parts, then registered (api/esd)."""
+
+    __tablename__ = "esd_checkpoints"
+    __table_args__ = (Index("ix_esd_checkpoints_tenant_created", "tenant_id", "created_at"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(40))
+    type: Mapped[str] = mapped_column(String(32))  # Stable-diffusion | Lora | embeddings | ...
+    status: Mapped[str] = mapped_column(String(16))  # Initial | Active | Disabled
+    # [{filename, parts_number, upload_id, key}]: what the client declared and where its parts go
+    files: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    models: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)  # file name -> registered model id
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class EsdModelRow(Base):
+    """An AWS-extension "model": a checkpoint made ready as a training base (api/esd)."""
+
+    __tablename__ = "esd_models"
+    __table_args__ = (Index("ix_esd_models_tenant_created", "tenant_id", "created_at"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(40))
+    name: Mapped[str] = mapped_column(String(64))
+    model_type: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16))  # Initial | Creating | Complete | Fail
+    checkpoint_id: Mapped[str] = mapped_column(String(40))
+    base_model: Mapped[str | None] = mapped_column(String(200), nullable=True)  # registry id, once Complete
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class EsdTrainingRow(Base):
+    """An AWS-extension training: its inputs, and the core `train` job once started (api/esd)."""
+
+    __tablename__ = "esd_trainings"
+    __table_args__ = (Index("ix_esd_trainings_tenant_created", "tenant_id", "created_at"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(40))
+    train_type: Mapped[str] = mapped_column(String(32))
+    model_id: Mapped[str] = mapped_column(String(40))  # an esd_models id
+    status: Mapped[str] = mapped_column(String(16))  # Initial | Training | Complete | Fail (job decides the last two)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    files: Mapped[list[str]] = mapped_column(JSON, default=list)
+    job_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    output_model: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -253,3 +253,26 @@ def save_tiny_esrgan(path: Path, scale: int = 2) -> Path:
     else:
         torch.save(state, str(path))
     return path
+
+
+def save_tiny_hypernetwork(path: Path, *, width: int = TINY_HIDDEN, seed: int = 3, scale: float = 0.5) -> Path:
+    """An A1111-layout hypernetwork (layer structure 1, 2, 1 with relu) as .safetensors, for context `width`."""
+    import torch
+    from safetensors.torch import save_file
+
+    generator = torch.Generator().manual_seed(seed)
+    tensors: dict[str, torch.Tensor] = {}
+    for which in (0, 1):  # keys, values
+        for index, (out, inp) in ((0, (2 * width, width)), (2, (width, 2 * width))):
+            tensors[f"{width}.{which}.linear.{index}.weight"] = torch.randn((out, inp), generator=generator) * scale
+            tensors[f"{width}.{which}.linear.{index}.bias"] = torch.randn((out,), generator=generator) * scale
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path), metadata={"activation_func": "relu", "layer_structure": "1,2,1"})
+    return path
+
+
+def save_tiny_single_file(folder: Path, path: Path, family: str = "tiny") -> Path:
+    """A diffusers folder as one self-describing .safetensors checkpoint (its configs in the metadata)."""
+    from diffusiond.engine.single_file import export_single_file
+
+    return export_single_file(folder, path, write_config=False, embed_family=family)

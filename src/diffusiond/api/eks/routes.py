@@ -60,12 +60,12 @@ def render_error(request: Request, err: DomainError) -> Response:
 PLAIN = {"content": {"text/plain": {"schema": {"type": "string"}}}}
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "Incorrect payload structure, <what is missing>", **PLAIN},
-    401: {"description": "no or a wrong API key", "model": s.Message},
+    401: {"description": "no or a wrong API key", "model": s.EksMessage},
     402: {"description": "not enough credits", **PLAIN},
     404: {"description": "no such task, or a folder URL that is not (or no longer) signed", **PLAIN},
     409: {"description": "the task id was used with another body", **PLAIN},
     413: {"description": "the body is too large", **PLAIN},
-    429: {"description": "throttled (30 requests/s, burst 50 by default)", "model": s.Message,
+    429: {"description": "throttled (30 requests/s, burst 50 by default)", "model": s.EksMessage,
           "headers": RATE_LIMIT_HEADERS},
 }
 router = APIRouter(tags=["eks"], route_class=dialect_route(render_error), responses=ERRORS)

@@ -57,7 +57,7 @@ class OutputListing(BaseModel):
     files: list[OutputFile]
 
 
-class Message(BaseModel):
+class EksMessage(BaseModel):
     """API Gateway's own refusals (no key, throttled): `{"message": ...}`."""
 
     message: str
