@@ -311,7 +311,7 @@ def slow_key(edge_server: LiveServer, edge_key: KeyFactory) -> Iterator[str]:
     key = edge_key()
     services = edge_server.services()
     with services.db.session() as s:
-        s.query(ApiKeyRow).filter(ApiKeyRow.key_hash == hash_key(key)).update({"rate_limit": 0.5})
+        s.query(ApiKeyRow).filter(ApiKeyRow.key_hash == hash_key(key)).update({"rate_limit": 0.5, "rate_burst": 50})
     services.db.dispose()
     yield key
 
