@@ -169,7 +169,8 @@ def run(work: Path, *, config: ThroughputConfig = FULL, server_env: Mapping[str,
 
 def not_lent_section(label: str = "", reason: str = "") -> Section:
     """What BENCHMARKS.md says when the run had no GPU."""
-    section = Section(title="Server vs plain diffusers, GPU: not measured", command=command_line(),
+    section = Section(title="Server vs plain diffusers, GPU: not measured", slot="Server vs plain diffusers, GPU",
+                      command=command_line(),
                       model="SD 1.5 architecture, random fp16 weights (not built)", label=label)
     section.notes.append(reason or "no CUDA device on this machine (no GPU machine was lent to this run); "
                                    "`python -m bench.run_all --only gpu` measures it on a GPU machine")

@@ -17,8 +17,9 @@ REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT = REPO / "BENCHMARKS.md"
 HEADER = """# diffusiond benchmarks
 
-Written by `make bench` (`python -m bench.run_all`); every section below is one benchmark run, with the
-machine, the command, the model and the baseline measured in the same run. Newest sections last.
+Written by `make bench` (`python -m bench.run_all`); each section below is the latest run of one
+benchmark, with the machine, the command, the model and the baseline measured in the same run. A new
+run replaces its benchmark's section; earlier runs are in git history.
 """
 
 
@@ -55,11 +56,13 @@ class Section:
     tables: list[tuple[str, Table]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     label: str = ""  # e.g. "TRIAL, contaminated by concurrent load"
+    slot: str = ""  # which benchmark's section this replaces in BENCHMARKS.md (default: the title)
 
     def markdown(self, machine: str, when: datetime | None = None) -> str:
         stamp = (when or datetime.now(UTC)).strftime("%Y-%m-%d %H:%M UTC")
         title = f"## {stamp}: {self.title}" + (f" ({self.label})" if self.label else "")
-        lines = [title, "", f"- machine: {machine}", f"- command: `{self.command}`", f"- model: {self.model}"]
+        lines = [title, f"<!-- bench: {self.slot or self.title} -->", "", f"- machine: {machine}",
+                 f"- command: `{self.command}`", f"- model: {self.model}"]
         lines += [f"- {k}: {v}" for k, v in self.facts]
         out = "\n".join(lines) + "\n"
         for caption, table in self.tables:
@@ -70,14 +73,24 @@ class Section:
 
 
 def write_section(section: Section, output: Path, machine: str | None = None) -> str:
-    """Print the section and append it to `output` (created with a header when missing)."""
+    """Print the section and put it into `output` in place of that benchmark's last section (appended
+    when it has none; the file is created with a header when missing)."""
     text = section.markdown(machine or machine_description())
     print("\n" + text, flush=True)
-    if not output.exists():
-        output.write_text(HEADER)
-    with output.open("a") as f:
-        f.write("\n" + text)
+    document = output.read_text() if output.exists() else HEADER
+    output.write_text(replace_section(document, section.slot or section.title, text))
     return text
+
+
+def replace_section(document: str, slot: str, text: str) -> str:
+    """`document` with the section marked `slot` replaced by `text` (or `text` appended)."""
+    marker = f"<!-- bench: {slot} -->"
+    parts = document.split("\n## ")
+    for i, part in enumerate(parts[1:], start=1):
+        if marker in part.split("\n", 2)[:2]:
+            parts[i] = text.removeprefix("## ").rstrip("\n") + "\n"
+            return "\n## ".join(parts)
+    return document.rstrip("\n") + "\n\n" + text
 
 
 # ---- the machine -------------------------------------------------------------------------------------

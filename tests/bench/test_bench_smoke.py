@@ -107,3 +107,14 @@ def test_run_all_rejects_unknown_benchmarks() -> None:
     assert run_all.selected("cpu, cold") == ["cpu", "cold"]
     with pytest.raises(SystemExit, match="unknown"):
         run_all.selected("cpu,bogus")
+
+
+def test_a_new_run_replaces_its_benchmarks_section_only(tmp_path: Path) -> None:
+    out = tmp_path / "BENCHMARKS.md"
+    for title, fact in (("Alpha", "first"), ("Beta", "only"), ("Alpha", "second")):
+        section = report.Section(title=title, command="c", model="m", facts=[("run", fact)])
+        report.write_section(section, out, "test machine")
+    text = out.read_text()
+    assert text.startswith(report.HEADER)
+    assert text.count("UTC: Alpha") == 1 and "- run: second" in text and "- run: first" not in text
+    assert text.index(": Alpha") < text.index(": Beta") and "- run: only" in text  # in place, not moved
