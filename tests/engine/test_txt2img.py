@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import numpy as np
+
 from diffusiond.domain.params import GenerateSpec, Txt2Img
 from diffusiond.engine.runner import Engine
 from tests.engine.conftest import Context, diffusion, max_abs_diff
@@ -59,8 +61,11 @@ def test_variation_seeds_move_from_the_seed_to_the_subseed(engine: Engine, ctx: 
     half = run(21, subseed=40, strength=0.5)[0]
     assert half not in (plain, other)
     # a variation batch keeps the seed and steps the subseed (A1111): image 1 is subseed 41's variation
+    # (a batch of two and a batch of one may round differently in the last bit: compare pixels closely)
     batch = run(21, subseed=40, strength=1.0, count=2)
-    assert batch[1] == run(41)[0]
+    near, far = (np.abs(np.frombuffer(batch[1], np.uint8).astype(int) - np.frombuffer(b, np.uint8)).max()
+                 for b in (run(41)[0], other))
+    assert near <= 2 < far
 
 
 def test_variation_seeds_are_refused_outside_text_to_image(engine: Engine, ctx: Context) -> None:
