@@ -152,11 +152,14 @@ def build_handlers(settings: Settings, models: ModelRegistry, blobs: BlobStore) 
     """The worker's table: one handler per kind of work, built when workers start."""
     from diffusiond.engine.merge import MergeHandler
     from diffusiond.engine.runner import GenerateHandler
+    from diffusiond.engine.training.handler import TrainHandler
 
     cache_dir = Path(settings.home) / "cache"
     return {
         JobKind.GENERATE: GenerateHandler(build_engine(settings, models, blobs)),
         JobKind.MERGE: MergeHandler(LocalModelFiles(models, blobs, cache_dir / "models"), cache_dir / "merge"),
+        JobKind.TRAIN: TrainHandler(LocalModelFiles(models, blobs, cache_dir / "models"), cache_dir,
+                                    cache_dir / "train", device=settings.device),
     }
 
 

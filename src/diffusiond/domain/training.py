@@ -91,17 +91,29 @@ def caption_with_trigger(caption: str, trigger: str) -> str:
 
 
 # The preset table (README, "Training presets"). Strength 0-10 scales the learning rate and the
-# number of steps: stronger means closer to the pictures. `high_quality` takes twice the steps at a
-# lower rate, with a larger rank, and trains the text encoder too.
+# number of steps: stronger means closer to the pictures. Tuned on the bundled `shapes` model at
+# 64x64 on a 2-core CPU (bench/training.py): `fast` at strength 5 is 300 steps of batch 8, about
+# 75 s of training, and teaches a new concept (a shape filling the frame) in 20 of 20 seeds while
+# prompts without the trigger word keep the base model's colours. `high_quality` takes three times
+# the steps at half the rate, with twice the rank, and trains the text encoder too.
 # speed -> (base steps, extra steps per strength point, learning rate at strength 5, rank, text encoder)
 PRESETS: dict[TrainingSpeed, tuple[int, int, float, int, bool]] = {
-    TrainingSpeed.FAST: (150, 15, 1e-3, 8, False),
-    TrainingSpeed.HIGH_QUALITY: (300, 30, 5e-4, 16, True),
+    TrainingSpeed.FAST: (150, 30, 1e-3, 8, False),
+    TrainingSpeed.HIGH_QUALITY: (450, 90, 5e-4, 16, True),
 }
+PRESET_BATCH_SIZE = 8  # pictures per step, both speeds
 
 
 def preset(strength: int, speed: TrainingSpeed, resolution: int) -> TrainSettings:
-    """Concrete settings for a strength (0-10) and a speed, at the base model's native resolution."""
+    """Concrete settings for a strength (0-10) and a speed, at the base model's native resolution.
+
+    | speed          | steps              | learning rate                | rank | text encoder | batch |
+    |----------------|--------------------|------------------------------|------|--------------|-------|
+    | `fast`         | 150 + 30 x strength | 1e-3 x (0.5 + strength / 10) | 8    | no           | 8     |
+    | `high_quality` | 450 + 90 x strength | 5e-4 x (0.5 + strength / 10) | 16   | yes          | 8     |
+
+    alpha = rank (LoRA scale 1); no warm-up; a checkpoint every 50 steps.
+    """
     if not 0 <= strength <= 10:
         raise InvalidParams("trainingStrength must be between 0 and 10", code="invalid_training_strength",
                             field="trainingStrength")
@@ -109,7 +121,7 @@ def preset(strength: int, speed: TrainingSpeed, resolution: int) -> TrainSetting
     factor = 0.5 + strength / 10  # 0.5x the rate at strength 0, 1.5x at 10
     return TrainSettings(
         steps=base_steps + per_point * strength, learning_rate=rate * factor, rank=rank, alpha=float(rank),
-        batch_size=4, resolution=resolution, train_text_encoder=text_encoder,
+        batch_size=PRESET_BATCH_SIZE, resolution=resolution, train_text_encoder=text_encoder,
     )
 
 
