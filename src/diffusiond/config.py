@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     executor: Literal["local", "none"] = "local"
     workers: int = 1  # threads that generate images
     training_workers: int = 1  # threads that train and merge models, so a long training never holds up images
+    # A training saves resumable state this often (steps); a worker lost mid-way costs at most this
+    # many steps. None: what each training asks for (50 by default).
+    training_checkpoint_every: int | None = None
     device: str | None = None  # None: cuda when available, else cpu
     precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"  # auto: fp16 on CUDA, fp32 on the CPU
     torch_threads: int | None = None  # intra-op CPU threads; None keeps torch's default
@@ -116,6 +119,8 @@ class Settings(BaseSettings):
     def _check(self) -> Settings:
         if self.blob_store == "s3" and not self.s3_bucket:
             raise ValueError("DIFFUSIOND_S3_BUCKET is required when DIFFUSIOND_BLOB_STORE=s3")
+        if self.training_checkpoint_every is not None and self.training_checkpoint_every < 1:
+            raise ValueError("DIFFUSIOND_TRAINING_CHECKPOINT_EVERY must be >= 1")
         if self.workers < 0 or self.training_workers < 0:
             raise ValueError("DIFFUSIOND_WORKERS and DIFFUSIOND_TRAINING_WORKERS must be >= 0")
         if not self.esd_prefix.startswith("/") or self.esd_prefix.endswith("/"):

@@ -159,7 +159,8 @@ def build_handlers(settings: Settings, models: ModelRegistry, blobs: BlobStore) 
         JobKind.GENERATE: GenerateHandler(build_engine(settings, models, blobs)),
         JobKind.MERGE: MergeHandler(LocalModelFiles(models, blobs, cache_dir / "models"), cache_dir / "merge"),
         JobKind.TRAIN: TrainHandler(LocalModelFiles(models, blobs, cache_dir / "models"), cache_dir,
-                                    cache_dir / "train", device=settings.device),
+                                    cache_dir / "train", device=settings.device,
+                                    checkpoint_every=settings.training_checkpoint_every),
     }
 
 

@@ -9,6 +9,7 @@ fine-tune (`TrainMethod.FULL`) is refused: only LoRA training is implemented.
 from __future__ import annotations
 
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 from diffusiond.domain.errors import InvalidParams
@@ -22,11 +23,13 @@ from diffusiond.engine.training.kohya import save_lora
 class TrainHandler:
     """Trains the spec's LoRA; the worker and `diffusiond train lora` both run jobs through it."""
 
-    def __init__(self, resolver: ModelResolver, cache_dir: Path, work_dir: Path, device: str | None = None) -> None:
+    def __init__(self, resolver: ModelResolver, cache_dir: Path, work_dir: Path, device: str | None = None,
+                 checkpoint_every: int | None = None) -> None:
         self.resolver = resolver
         self.cache_dir = cache_dir  # model configs the loader builds
         self.work_dir = work_dir  # the file being written, until the job takes it
         self.device = device
+        self.checkpoint_every = checkpoint_every  # the operator's interval, over each training's own
 
     def run(self, spec: TrainSpec, ctx: WorkContext) -> None:
         from diffusiond.engine.loader import load_checkpoint
@@ -44,7 +47,10 @@ class TrainHandler:
         examples = build_examples(pictures, spec.trigger_word, spec.settings.resolution,
                                   buckets=spec.settings.aspect_buckets, multiple=size_multiple(loaded.pipe))
         # 3. Train
-        run = TrainRun(examples, spec.settings, spec.seed, spec.trigger_word, record.id)
+        settings = spec.settings
+        if self.checkpoint_every is not None:
+            settings = replace(settings, checkpoint_every=self.checkpoint_every)
+        run = TrainRun(examples, settings, spec.seed, spec.trigger_word, record.id)
         result = train_lora(loaded, run, ctx, TrainOptions(device=self.device))
         # 4. Hand the LoRA and the loss history to the job
         self.work_dir.mkdir(parents=True, exist_ok=True)

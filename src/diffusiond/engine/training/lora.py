@@ -32,7 +32,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -432,8 +432,10 @@ def step_generator(seed: int, step: int) -> torch.Generator:
 
 
 def run_key(run: TrainRun, family: str) -> str:
-    """What a checkpoint must match to be resumed: the data, the settings, the seed, the base."""
-    parts = [fingerprint(run.examples), repr(run.settings), str(run.seed), run.base_model, family, str(run.flip)]
+    """What a checkpoint must match to be resumed: the data, the settings (but how often checkpoints are
+    saved), the seed, the base."""
+    settings = replace(run.settings, checkpoint_every=0)
+    parts = [fingerprint(run.examples), repr(settings), str(run.seed), run.base_model, family, str(run.flip)]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
