@@ -1,4 +1,4 @@
-"""The `diffusiond` command: serve, keys, models, generate, train-base."""
+"""The `diffusiond` command: serve, keys, models, generate, train, train-base."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
@@ -15,19 +15,23 @@ if TYPE_CHECKING:
 
     from PIL import Image
 
+    from diffusiond.blobs.images import UploadRules
     from diffusiond.services import Services
 
 from diffusiond.config import Settings
 from diffusiond.domain.models import ModelKind
 from diffusiond.domain.params import ImageFormat, ImageRef
 from diffusiond.domain.pricing import from_credits
+from diffusiond.domain.training import TrainingSpeed
 
 app = typer.Typer(help="diffusiond: a self-hosted Stable Diffusion platform.", no_args_is_help=True)
 keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
 models_app = typer.Typer(help="Manage models: checkpoints, LoRAs, embeddings, upscalers.", no_args_is_help=True)
 train_app = typer.Typer(help="Train the bundled base models.", no_args_is_help=True)
+train_lora_app = typer.Typer(help="Train models on your own pictures.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(models_app, name="models")
+app.add_typer(train_lora_app, name="train")
 app.add_typer(train_app, name="train-base")
 callbacks_app = typer.Typer(help="Manage tenants' completion callback URLs (EKS callbacks).", no_args_is_help=True)
 app.add_typer(callbacks_app, name="callbacks")
@@ -297,6 +301,144 @@ def train_shapes_cmd(
                         refine_from=refine_from, polish_from=polish_from, refine_steps=refine_steps,
                         polish_steps=polish_steps)
     typer.echo(f"wrote {path}")
+
+
+@train_lora_app.command("lora")
+def train_lora_cmd(
+    images_dir: Annotated[Path, typer.Argument(help="A folder of pictures; `a.txt` beside `a.png` is its caption.")],
+    trigger: Annotated[str, typer.Option(help="The word that will call up what the pictures show.")],
+    out: Annotated[Path, typer.Option(help="The LoRA file to write (.safetensors); its loss curve goes beside it.")],
+    base: Annotated[str, typer.Option(help="Base checkpoint id or alias.")] = "shapes",
+    speed: Annotated[TrainingSpeed, typer.Option(help="The preset the other options start from.")] = TrainingSpeed.FAST,
+    strength: Annotated[int, typer.Option(min=0, max=10, help="The preset's strength.")] = 5,
+    steps: Annotated[Optional[int], typer.Option(help="Training steps (default: the preset's).")] = None,  # noqa: UP045
+    rank: Annotated[Optional[int], typer.Option(help="LoRA rank; alpha follows it.")] = None,  # noqa: UP045
+    lr: Annotated[Optional[float], typer.Option(help="Learning rate.")] = None,  # noqa: UP045
+    batch_size: Annotated[Optional[int], typer.Option(help="Pictures per step.")] = None,  # noqa: UP045
+    resolution: Annotated[Optional[int], typer.Option(  # noqa: UP045
+        help="Square training size (default: the base model's native size).")] = None,
+    text_encoder: Annotated[Optional[bool], typer.Option(  # noqa: UP045
+        "--text-encoder/--no-text-encoder", help="Train the text encoder too (default: the preset's).")] = None,
+    seed: Annotated[int, typer.Option(help="0 picks a random seed; the same seed and pictures give the same file, "
+                                           "and an interrupted run resumes from its last checkpoint.")] = 0,
+    threads: Annotated[Optional[int], typer.Option(help="torch CPU threads (default: DIFFUSIOND_TORCH_THREADS, "  # noqa: UP045
+                                                        "else torch's own).")] = None,
+    register: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        help="Also register the LoRA under this id in the local server's registry.")] = None,
+) -> None:
+    """Train a LoRA on a folder of pictures, with the same trainer the server's training jobs use."""
+    import dataclasses
+
+    from diffusiond.domain.limits import limits_for
+    from diffusiond.domain.seeds import random_seed
+    from diffusiond.domain.training import TrainingImage, TrainSpec, preset
+    from diffusiond.engine.training.dataset import folder_pictures
+    from diffusiond.engine.training.handler import TrainHandler
+    from diffusiond.models.files import LocalModelFiles
+
+    services = _services()
+    cache = Path(services.settings.home) / "cache"
+    resolver = LocalModelFiles(services.models, services.blobs, cache / "models")
+    record = resolver.resolve(base, ModelKind.CHECKPOINT)
+    settings = preset(strength, speed, resolution or limits_for(record.family).native)
+    overrides: dict[str, Any] = {"steps": steps, "learning_rate": lr, "rank": rank, "batch_size": batch_size,
+                                 "alpha": float(rank) if rank else None, "train_text_encoder": text_encoder}
+    settings = dataclasses.replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+    images = tuple(TrainingImage(ImageRef(str(path)), caption) for path, caption in folder_pictures(images_dir))
+    spec = TrainSpec(base_model=record.id, images=images, trigger_word=trigger, settings=settings,
+                     output_name=out.stem, seed=seed or random_seed())
+    threads = threads or services.settings.torch_threads
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    typer.echo(f"training a LoRA on {len(images)} pictures of {images_dir} for {record.id} ({record.family}): "
+               f"{settings.steps} steps x batch {settings.batch_size} at {settings.resolution}px, "
+               f"rank {settings.rank}, rate {settings.learning_rate:g}, "
+               f"text encoder {'on' if settings.train_text_encoder else 'off'}, seed {spec.seed}")
+    started = time.perf_counter()
+    with _TrainContext(out, services.uploads, settings.steps) as ctx:
+        TrainHandler(resolver, cache, cache / "train", device=services.settings.device).run(spec, ctx)
+    typer.echo(f"wrote {out} and {ctx.curve_path} in {time.perf_counter() - started:.0f} s "
+               f"(loss {ctx.first_loss:.4f} -> {ctx.last_loss:.4f})")
+    if register:
+        services.models.add(out, register, ModelKind.LORA, family=record.family, trigger_words=(trigger,),
+                            description=f"LoRA trained on {len(images)} pictures by diffusiond train lora",
+                            replace=True)
+        typer.echo(f"registered lora {register} (family {record.family}, trigger word {trigger})")
+
+
+class _TrainContext:
+    """The WorkContext of `diffusiond train lora`: pictures from local files (checked by the upload
+    rules), progress on a bar, the LoRA to `out`, the loss curve beside it, checkpoints in a folder
+    beside it (kept until the run completes, so an interrupted run with the same seed resumes)."""
+
+    def __init__(self, out: Path, uploads: UploadRules, steps: int) -> None:
+        from tqdm.auto import tqdm  # type: ignore[import-untyped]
+
+        out.parent.mkdir(parents=True, exist_ok=True)
+        self.out = out
+        self.uploads = uploads
+        self.checkpoints = out.with_name(out.name + ".checkpoint")
+        self.curve_path = out.with_name(out.name + ".loss.png")
+        self.bar = tqdm(total=steps, unit="step", dynamic_ncols=True)
+        self.first_loss = self.last_loss = float("nan")
+
+    def __enter__(self) -> _TrainContext:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.close()
+
+    def load_image(self, ref: ImageRef) -> Image.Image:
+        path = Path(ref.blob_key)
+        return self.uploads.decode(path.read_bytes(), field=path.name)
+
+    def report_progress(self, image_index: int, fraction: float) -> None:
+        pass
+
+    def report_metrics(self, metrics: Mapping[str, float]) -> None:
+        self.bar.update(int(metrics["step"]) - self.bar.n)
+        self.bar.set_postfix(loss=f"{metrics['loss']:.4f}", eta=f"{metrics['eta_seconds']:.0f}s", refresh=False)
+
+    def report_preview(self, image: Image.Image) -> None:
+        pass
+
+    def is_canceled(self) -> bool:
+        return False
+
+    def save_image(self, image: Image.Image, seed: int, finish_reason: str = "SUCCESS",
+                   format: ImageFormat = ImageFormat.PNG, *, parameters: str | None = None) -> None:
+        raise NotImplementedError("a training saves no images")
+
+    def save_model_file(self, path: Path, *, name: str, format: str) -> None:
+        import shutil
+
+        shutil.move(path, self.out)
+        shutil.rmtree(self.checkpoints, ignore_errors=True)
+
+    def save_document(self, name: str, data: object) -> None:
+        from diffusiond.engine.training.loss_curve import draw_loss_curve
+
+        losses = list(data["loss"]) if isinstance(data, dict) else []
+        if losses:
+            window = min(20, len(losses))
+            self.first_loss, self.last_loss = sum(losses[:window]) / window, sum(losses[-window:]) / window
+        draw_loss_curve(losses, f"{self.out.name}: loss").save(self.curve_path)
+
+    def save_checkpoint(self, folder: Path) -> None:
+        import shutil
+
+        shutil.rmtree(self.checkpoints, ignore_errors=True)
+        shutil.copytree(folder, self.checkpoints)
+
+    def load_checkpoint(self, dest: Path) -> bool:
+        import shutil
+
+        if not self.checkpoints.is_dir():
+            return False
+        shutil.copytree(self.checkpoints, dest, dirs_exist_ok=True)
+        return True
 
 
 def main() -> None:
