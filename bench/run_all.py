@@ -1,10 +1,11 @@
 """`make bench`: run the benchmarks, print their tables, append dated sections to BENCHMARKS.md.
 
-    python -m bench.run_all [--quick] [--only cpu|control|cold|dialects|gpu[,...]] [--output PATH]
+    python -m bench.run_all [--quick] [--only cpu|control|cold|dialects|gpu|training[,...]] [--output PATH]
                             [--model-dir PATH] [--label TEXT] [--server-env KEY=VALUE ...]
 
 The default run (cpu, control, cold; gpu when CUDA is present, else a section saying it was not
 measured) takes about 10-15 minutes on a 2-core CPU with the bundled model; --quick about a third.
+`training` (LoRA training against a plain diffusers + peft loop, about 15 minutes) runs only when named.
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench import cold_start, control_plane, cpu_throughput, dialects, gpu_throughput
+from bench import cold_start, control_plane, cpu_throughput, dialects, gpu_throughput, training
 from bench.report import DEFAULT_OUTPUT, Section, machine_description, write_section
 from bench.server import BenchModel, parse_env, resolve_model
 
-BENCHMARKS = ("cpu", "control", "cold", "dialects", "gpu")
+BENCHMARKS = ("cpu", "control", "cold", "dialects", "gpu", "training")
+DEFAULT_BENCHMARKS = ("cpu", "control", "cold", "dialects", "gpu")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -48,7 +50,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def selected(only: str) -> list[str]:
-    names = [n.strip() for n in only.split(",") if n.strip()] or list(BENCHMARKS)
+    names = [n.strip() for n in only.split(",") if n.strip()] or list(DEFAULT_BENCHMARKS)
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:
         raise SystemExit(f"--only: unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
@@ -105,6 +107,9 @@ def run_cpu_side(name: str, model: BenchModel, work: Path, args: argparse.Namesp
             cfg = dataclasses.replace(cfg, sizes=tuple(int(x) for x in args.sizes.split(",")))
         return cpu_throughput.run(model, work, config=cfg, server_env=env, label=args.label,
                                   threads=args.torch_threads)
+    if name == "training":
+        return training.run(model, work, config=training.QUICK if args.quick else training.TrainBenchConfig(),
+                            label=args.label, threads=args.torch_threads)
     if name == "dialects":
         return dialects.run(model, work, config=dialects.QUICK if args.quick else dialects.DialectConfig(),
                             server_env=env, label=args.label)

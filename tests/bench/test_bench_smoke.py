@@ -103,7 +103,7 @@ def test_gpu_benchmark_refuses_without_cuda_and_says_so(tmp_path: Path) -> None:
 
 
 def test_run_all_rejects_unknown_benchmarks() -> None:
-    assert run_all.selected("") == list(run_all.BENCHMARKS)
+    assert run_all.selected("") == list(run_all.DEFAULT_BENCHMARKS)  # training runs only when named
     assert run_all.selected("cpu, cold") == ["cpu", "cold"]
     with pytest.raises(SystemExit, match="unknown"):
         run_all.selected("cpu,bogus")
@@ -118,3 +118,14 @@ def test_a_new_run_replaces_its_benchmarks_section_only(tmp_path: Path) -> None:
     assert text.startswith(report.HEADER)
     assert text.count("UTC: Alpha") == 1 and "- run: second" in text and "- run: first" not in text
     assert text.index(": Alpha") < text.index(": Beta") and "- run: only" in text  # in place, not moved
+
+
+def test_training_times_both_presets_beside_a_plain_loop(model: server.BenchModel, tmp_path: Path) -> None:
+    from bench import training
+
+    cfg = training.TrainBenchConfig(pictures=4, steps=2, resolution=64)
+    text = written(training.run(model, tmp_path, config=cfg, threads=1), tmp_path)
+    [table] = tables(text)
+    assert table[0] == list(training.COLUMNS)
+    assert [r[0] for r in table[1:]] == ["`fast` (strength 5)", "`high_quality` (strength 5)"]
+    assert all(r[1] == "2 x 8" and r[6].endswith("x") and float(r[4]) > 0 and float(r[5]) > 0 for r in table[1:])
