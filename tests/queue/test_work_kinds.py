@@ -60,7 +60,7 @@ class CountingTrainer:
                 raise SystemExit("worker died")  # not an Exception: nothing records an outcome
         model = folder / "out.safetensors"
         model.write_bytes(b"weights after %d steps" % spec.settings.steps)
-        ctx.save_model_file(model, name="lora.safetensors", format="safetensors")
+        ctx.save_model_file(model, name="Pink things (FJA90AB).safetensors", format="safetensors")
         ctx.save_document("loss.json", {"loss": [1.0 / s for s in range(1, spec.settings.steps + 1)]})
 
 
@@ -106,6 +106,9 @@ def test_a_training_succeeds_with_typed_artifacts_and_registers_its_model_for_it
     assert isinstance(model_file, ModelFileArtifact)
     assert blobs.get(model_file.blob_key) == b"weights after 3 steps"
     assert model_file.size == 21 and len(model_file.sha256) == 64 and model_file.format == "safetensors"
+    # a display name keeps its spaces as the file's name, never in the blob key
+    assert model_file.name == "Pink things (FJA90AB).safetensors"
+    assert model_file.blob_key.endswith("-Pink_things_FJA90AB_.safetensors"), model_file.blob_key
     (loss,) = done.documents
     assert json.loads(blobs.get(loss.blob_key))["loss"][0] == 1.0
     assert done.images == ()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import shutil
 import tarfile
 import tempfile
@@ -394,7 +395,7 @@ class Worker:
                                      mime=mime)
         if output.kind is ArtifactKind.MODEL:
             assert output.path is not None
-            key = f"{stem}-{output.name}"
+            key = f"{stem}-{key_safe(output.name)}"
             if output.format == "safetensors" and not key.lower().endswith(".safetensors"):
                 key += ".safetensors"  # loaders tell a model file's format by its name
             self.blobs.put_file(key, output.path, "application/octet-stream")
@@ -403,7 +404,7 @@ class Worker:
         import json
 
         data = json.dumps(output.document, sort_keys=True).encode()
-        key = f"{stem}-{output.name}"
+        key = f"{stem}-{key_safe(output.name)}"
         self.blobs.put(key, data, "application/json")
         return NewArtifact(ArtifactKind.DOCUMENT, key, "application/json", name=output.name, size=len(data))
 
@@ -415,6 +416,12 @@ class Worker:
             self.blobs.delete(ctx.checkpoint_key)
         except Exception:
             log.exception("worker %s: deleting the checkpoint of job %s failed", self.worker_id, ctx.claim.job.id)
+
+
+def key_safe(name: str) -> str:
+    """A file name a job chose (a model's display name, say) as the last part of a blob key: letters,
+    digits, `.`, `_` and `-` only (every blob store takes those), at most 100 characters."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")[:100] or "file"
 
 
 def preview_key(tenant_id: str, job_id: str) -> str:
