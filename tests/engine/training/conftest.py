@@ -58,7 +58,7 @@ class TrainContext:
         raise AssertionError("a training saves no images")
 
     def save_model_file(self, path: Path, *, name: str, format: str) -> None:
-        kept = self.root / f"model-{len(self.models)}.safetensors"
+        kept = self.root / (f"model-{len(self.models)}" + ("" if path.is_dir() else ".safetensors"))
         shutil.move(path, kept)
         self.models.append((kept, name))
 

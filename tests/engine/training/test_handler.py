@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from diffusiond.domain.errors import InvalidParams
 from diffusiond.domain.models import ModelFormat, ModelKind, ModelRecord
 from diffusiond.domain.params import GenerateSpec, ImageRef, LoraRef, Txt2Img
 from diffusiond.domain.training import TrainingImage, TrainMethod, TrainSettings, TrainSpec
@@ -75,7 +74,10 @@ def test_cancel_between_steps_stops_without_a_model(handler: TrainHandler, train
     assert not train_ctx.models and not train_ctx.documents
 
 
-def test_a_full_fine_tune_is_refused_clearly(handler: TrainHandler, train_ctx: TrainContext) -> None:
-    with pytest.raises(InvalidParams) as caught:
-        handler.run(spec_for(train_ctx, method=TrainMethod.FULL), train_ctx)
-    assert caught.value.code == "unsupported_training_method" and "LoRA" in str(caught.value)
+def test_a_full_fine_tune_hands_the_job_a_model_folder(handler: TrainHandler, train_ctx: TrainContext) -> None:
+    handler.run(spec_for(train_ctx, method=TrainMethod.FULL, settings=dataclasses.replace(SETTINGS, steps=2)),
+                train_ctx)
+    (folder, name), = train_ctx.models
+    assert name == "Huge.safetensors" and (folder / "model_index.json").is_file()
+    assert (folder / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+    assert len(train_ctx.documents["loss"]["loss"]) == 2

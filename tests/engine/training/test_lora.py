@@ -18,7 +18,7 @@ from diffusiond.engine.context import Canceled
 from diffusiond.engine.loader import load_checkpoint
 from diffusiond.engine.training.dataset import build_examples
 from diffusiond.engine.training.kohya import save_lora
-from diffusiond.engine.training.lora import TrainedLora, TrainRun, train_lora
+from diffusiond.engine.training.lora import TrainResult, TrainRun, train_lora
 from diffusiond.engine.training.loss_curve import draw_loss_curve
 from diffusiond.testing.concepts import pictures
 from tests.engine.training.conftest import SHAPES_RECORD, TrainContext
@@ -32,11 +32,11 @@ def run_of(settings: TrainSettings = SETTINGS, seed: int = 3, flip: bool = False
     return TrainRun(examples, settings, seed, "hgsz", "shapes", flip=flip)
 
 
-def train(ctx: TrainContext, run: TrainRun, record: ModelRecord = SHAPES_RECORD) -> TrainedLora:
+def train(ctx: TrainContext, run: TrainRun, record: ModelRecord = SHAPES_RECORD) -> TrainResult:
     return train_lora(load_checkpoint(record, ctx.root / "cache"), run, ctx)
 
 
-def saved(result: TrainedLora, path: Path) -> bytes:
+def saved(result: TrainResult, path: Path) -> bytes:
     return save_lora(path, result.tensors, result.metadata).read_bytes()
 
 

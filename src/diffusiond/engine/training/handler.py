@@ -3,7 +3,8 @@
 The job's outputs are the LoRA file (kohya layout, see `kohya.py`) and a `loss` document (the loss
 of every step, which `loss_curve.draw_loss_curve` draws). The success effect registers the file as a
 model of the job's tenant, with the base model's family and the spec's trigger word. A full
-fine-tune (`TrainMethod.FULL`) is refused: only LoRA training is implemented.
+fine-tune (`TrainMethod.FULL`) runs the same loop on every UNet weight and hands the job a diffusers
+folder, which the job keeps as one self-describing checkpoint file.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from diffusiond.domain.errors import InvalidParams
 from diffusiond.domain.models import ModelKind
 from diffusiond.domain.training import TrainMethod, TrainSpec, check_train_spec
 from diffusiond.engine.context import ModelResolver, WorkContext
@@ -37,9 +37,6 @@ class TrainHandler:
 
         # 1. Check inputs
         check_train_spec(spec)
-        if spec.method is not TrainMethod.LORA:
-            raise InvalidParams("full fine-tuning is not available on this server; train a LoRA (use_lora) instead",
-                                code="unsupported_training_method", field="method")
         record = self.resolver.resolve(spec.base_model, ModelKind.CHECKPOINT)
         # 2. The base model, and the pictures captioned with the trigger word at sizes it takes
         pictures = [(ctx.load_image(item.image), item.caption) for item in spec.images]
@@ -50,12 +47,18 @@ class TrainHandler:
         settings = spec.settings
         if self.checkpoint_every is not None:
             settings = replace(settings, checkpoint_every=self.checkpoint_every)
-        run = TrainRun(examples, settings, spec.seed, spec.trigger_word, record.id)
+        run = TrainRun(examples, settings, spec.seed, spec.trigger_word, record.id,
+                       full=spec.method is TrainMethod.FULL)
         result = train_lora(loaded, run, ctx, TrainOptions(device=self.device))
-        # 4. Hand the LoRA and the loss history to the job
+        # 4. Hand the model and the loss history to the job
         self.work_dir.mkdir(parents=True, exist_ok=True)
+        name = spec.output_name or spec.output_model or spec.method.value
         with tempfile.TemporaryDirectory(dir=self.work_dir, prefix="train-") as tmp:
-            out = save_lora(Path(tmp) / "lora.safetensors", result.tensors, result.metadata)
             ctx.save_document("loss", {"steps": list(range(1, len(result.losses) + 1)), "loss": result.losses})
-            ctx.save_model_file(out, name=f"{spec.output_name or spec.output_model or 'lora'}.safetensors",
-                                format="safetensors")
+            if run.full:
+                folder = Path(tmp) / "model"
+                result.pipe.save_pretrained(str(folder), safe_serialization=True)
+                ctx.save_model_file(folder, name=f"{name}.safetensors", format="diffusers")
+            else:
+                out = save_lora(Path(tmp) / "lora.safetensors", result.tensors, result.metadata)
+                ctx.save_model_file(out, name=f"{name}.safetensors", format="safetensors")

@@ -1,5 +1,8 @@
 """Train a LoRA on a loaded base model (`shapes`, SD 1.x, SD 2.x, SDXL) with diffusers + peft.
 
+The same loop fine-tunes every UNet weight instead (`TrainRun.full`), for the full fine-tunes some
+dialects ask for; everything below holds for it, with the UNet's weights in place of the adapters.
+
 The recipe is diffusers' `train_text_to_image_lora.py` (and its SDXL sibling), reorganised for
 speed and exact resumption:
 
@@ -65,6 +68,7 @@ class TrainRun:
     base_model: str  # the base model's id, written into the LoRA's metadata
     flip: bool = False  # random horizontal flips (off: many concepts are not mirror-symmetric)
     preserve: float = 4.0  # weight of the prior-preservation loss (see `PriorBank`); 0 turns it off
+    full: bool = False  # train every UNet weight (a full fine-tune) instead of adding adapters
 
 
 @dataclass(frozen=True)
@@ -76,8 +80,9 @@ class TrainOptions:
 
 
 @dataclass
-class TrainedLora:
-    """The kohya-layout tensors and metadata, the per-step losses, and the pipeline with the adapter on."""
+class TrainResult:
+    """The kohya-layout tensors and metadata (none for a full fine-tune), the per-step losses, and the
+    pipeline as trained (with the adapters on)."""
 
     tensors: dict[str, torch.Tensor]
     metadata: dict[str, str]
@@ -138,7 +143,7 @@ class _Encoded:
 
 
 def train_lora(loaded: LoadedModel, run: TrainRun, ctx: WorkContext,
-               options: TrainOptions | None = None) -> TrainedLora:
+               options: TrainOptions | None = None) -> TrainResult:
     """Train `run` on `loaded` (whose pipeline it changes: adapters are added), reporting through `ctx`."""
     import torch
 
@@ -170,7 +175,11 @@ def train_lora(loaded: LoadedModel, run: TrainRun, ctx: WorkContext,
     # 4. The frozen model's own predictions for the captions without the trigger word (prior preservation)
     prior = prior_bank(pipe, run, encoded, noise_scheduler, device, autocast, loaded.is_sdxl)
     # 5. Adapters (peft's initialisation under the seed), optimizer, resume from the job's checkpoint
-    adapter_modules = add_adapters(pipe.unet, encoders if settings.train_text_encoder else [], settings, run.seed)
+    if run.full:
+        pipe.unet.requires_grad_(True)
+        adapter_modules = [pipe.unet]
+    else:
+        adapter_modules = add_adapters(pipe.unet, encoders if settings.train_text_encoder else [], settings, run.seed)
     trainable = trainable_parameters(adapter_modules)
     for _, param in trainable:
         param.data = param.data.float()
@@ -222,13 +231,13 @@ def train_lora(loaded: LoadedModel, run: TrainRun, ctx: WorkContext,
 
     for module in adapter_modules:
         module.eval()
-    tensors = kohya_state_dict(pipe.unet, encoders, settings.alpha, sdxl=loaded.is_sdxl)
+    tensors = {} if run.full else kohya_state_dict(pipe.unet, encoders, settings.alpha, sdxl=loaded.is_sdxl)
     metadata = lora_metadata(family=loaded.family, base_model=run.base_model, trigger=run.trigger,
                              rank=settings.rank, alpha=settings.alpha, steps=settings.steps,
                              learning_rate=settings.learning_rate, resolution=settings.resolution, seed=run.seed,
                              images=len(run.examples), text_encoder=settings.train_text_encoder,
                              captions=[e.caption for e in run.examples])
-    return TrainedLora(tensors, metadata, losses, pipe, time.perf_counter() - started, resumed_at=start)
+    return TrainResult(tensors, metadata, losses, pipe, time.perf_counter() - started, resumed_at=start)
 
 
 # -- 1. inputs -------------------------------------------------------------------------------------
@@ -436,7 +445,8 @@ def run_key(run: TrainRun, family: str) -> str:
     """What a checkpoint must match to be resumed: the data, the settings (but how often checkpoints are
     saved), the seed, the base."""
     settings = replace(run.settings, checkpoint_every=0)
-    parts = [fingerprint(run.examples), repr(settings), str(run.seed), run.base_model, family, str(run.flip)]
+    parts = [fingerprint(run.examples), repr(settings), str(run.seed), run.base_model, family, str(run.flip),
+             str(run.full), str(run.preserve)]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
