@@ -1,4 +1,4 @@
-"""`make bench`: run the benchmarks, print their tables, append dated sections to BENCHMARKS.md.
+"""`make bench`: run the benchmarks, print their tables, and put each into BENCHMARKS.md in place of its last run.
 
     python -m bench.run_all [--quick] [--only cpu|control|cold|dialects|gpu|training[,...]] [--output PATH]
                             [--model-dir PATH] [--label TEXT] [--server-env KEY=VALUE ...]
