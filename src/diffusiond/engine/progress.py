@@ -21,7 +21,9 @@ class StepCallback:
     `stop_at` (0..1] ends the schedule early (Stability's `step_schedule_end`): the pipeline's
     `_interrupt` flag makes diffusers skip the remaining steps and decode the current latents.
     With `preview_seconds`, the first image's current latents are decoded and handed to the context
-    at most that often, the first time that long after the callback was made (short jobs pay nothing).
+    at most that often, the first time that long after the callback was made (short jobs pay nothing),
+    and never when the stage's remaining steps will take less than half that: the final image would
+    replace such a preview before a client polling at that rate saw it.
     """
 
     ctx: WorkContext
@@ -31,6 +33,7 @@ class StepCallback:
     stop_at: float | None = None
     preview_seconds: float = 0.0
     _last_preview: float = field(default_factory=time.monotonic)
+    _started: float = field(default_factory=time.monotonic)
 
     def check_canceled(self) -> None:
         if self.ctx.is_canceled():
@@ -46,9 +49,12 @@ class StepCallback:
         fraction = (self.stage + done) / self.stages
         for index in self.indices:
             self.ctx.report_progress(index, fraction)
-        if self.preview_seconds and time.monotonic() - self._last_preview >= self.preview_seconds:
-            self._last_preview = time.monotonic()
-            self.preview(pipe, kwargs.get("latents"))
+        now = time.monotonic()
+        if self.preview_seconds and now - self._last_preview >= self.preview_seconds:
+            remaining = (now - self._started) / (step + 1) * (total - step - 1)
+            if remaining >= self.preview_seconds / 2:
+                self._last_preview = now
+                self.preview(pipe, kwargs.get("latents"))
         return kwargs
 
     def preview(self, pipe: Any, latents: Any) -> None:
