@@ -63,6 +63,12 @@ def inline(schema: dict[str, Any]) -> dict[str, Any]:
     return resolved
 
 
+def json_request_body(model: type[BaseModel]) -> dict[str, Any]:
+    """`openapi_extra` for a JSON body that the route parses itself (FastAPI would not document it)."""
+    schema = inline(model.model_json_schema(by_alias=True))
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
 def multipart_body(model: type[BaseModel], files: dict[str, bool], *,
                    flatten: Mapping[str, Sequence[str]] | None = None) -> dict[str, Any]:
     """`openapi_extra` for a multipart/form-data body: `model`'s fields plus file fields (name ->

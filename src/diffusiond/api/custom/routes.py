@@ -20,7 +20,7 @@ from diffusiond.api.custom.service import CustomModelService
 from diffusiond.api.deps import PrincipalDep, ServicesDep
 from diffusiond.api.edge import Dialect, Upload
 from diffusiond.api.errors import dialect_route
-from diffusiond.api.openapi import RATE_LIMIT_HEADERS
+from diffusiond.api.openapi import RATE_LIMIT_HEADERS, json_request_body
 from diffusiond.domain.errors import DomainError, InvalidParams, PayloadTooLarge
 from diffusiond.services import Services
 
@@ -120,7 +120,7 @@ async def read_image(request: Request, services: Services) -> bytes:
 
 
 @router.post("/models", response_model=w.ModelPublic, response_model_exclude_none=True, responses=errors(413),
-             openapi_extra=w.inline_schema(w.ModelCreate))
+             openapi_extra=json_request_body(w.ModelCreate))
 async def create_model(request: Request, principal: PrincipalDep, services: ServicesDep) -> w.ModelPublic:
     """Create a custom model that can be trained on your pictures."""
     body = await json_body(request, w.ModelCreate)
@@ -136,7 +136,7 @@ def get_model(model_id: ModelId, principal: PrincipalDep, services: ServicesDep)
 
 @router.patch("/models/{modelId}", response_model=w.ModelPublic, response_model_exclude_none=True,
               responses=errors(404, 413),
-              openapi_extra=w.inline_schema(w.ModelRename))
+              openapi_extra=json_request_body(w.ModelRename))
 async def rename_model(model_id: ModelId, request: Request, principal: PrincipalDep,
                        services: ServicesDep) -> w.ModelPublic:
     body = await json_body(request, w.ModelRename)
@@ -203,7 +203,7 @@ def delete_data(model_id: ModelId, data_id: DataId, principal: PrincipalDep, ser
 
 
 @router.post("/models/{modelId}/trainings", response_model=w.TrainingCreated, response_model_exclude_none=True,
-             responses=errors(402, 404, 409, 413, 503), openapi_extra=w.inline_schema(w.TrainingCreate))
+             responses=errors(402, 404, 409, 413, 503), openapi_extra=json_request_body(w.TrainingCreate))
 async def start_training(model_id: ModelId, request: Request, principal: PrincipalDep,
                          services: ServicesDep) -> w.TrainingCreated:
     """Train the model on its current training images; the answer names the training's trigger word."""
@@ -252,7 +252,7 @@ def delete_training(model_id: ModelId, training_id: TrainingId, principal: Princ
 
 @router.post("/predictions", response_model=w.PredictionCreated, response_model_exclude_none=True,
              responses=errors(402, 404, 409, 413, 503),
-             openapi_extra=w.inline_schema(w.PredictionCreate))
+             openapi_extra=json_request_body(w.PredictionCreate))
 async def create_prediction(request: Request, principal: PrincipalDep, services: ServicesDep) -> w.PredictionCreated:
     """Generate images with your trained models mixed by `scaleConfigs` (their trigger words in the prompt)."""
     body = await json_body(request, w.PredictionCreate)

@@ -9,7 +9,7 @@ seed's snake_case (`image_size`, `num_images`, ...).
 from __future__ import annotations
 
 from enum import Enum
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
@@ -194,19 +194,3 @@ class CustomError(BaseModel):
     error: ErrorInfo
 
 
-def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
-    """`model`'s JSON schema with every `$ref` inlined, as a route's JSON request body in `openapi_extra`
-    (the routes parse bodies themselves, so FastAPI would not document them)."""
-    schema = model.model_json_schema()
-    defs = schema.pop("$defs", {})
-
-    def resolve(node: Any) -> Any:
-        if isinstance(node, dict):
-            if "$ref" in node:
-                return resolve(defs[node["$ref"].rsplit("/", 1)[-1]])
-            return {k: resolve(v) for k, v in node.items()}
-        if isinstance(node, list):
-            return [resolve(v) for v in node]
-        return node
-
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": resolve(schema)}}}}

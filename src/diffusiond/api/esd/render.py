@@ -82,23 +82,6 @@ def dialect(settings: Settings) -> Dialect:
     return Dialect("aws extension", (settings.esd_prefix,), render_error)
 
 
-def json_body(model: type[pydantic.BaseModel]) -> dict[str, Any]:
-    """`openapi_extra` declaring a JSON body the route parses itself."""
-    schema = model.model_json_schema(by_alias=True)
-    defs = schema.pop("$defs", {})
-
-    def resolve(node: Any) -> Any:
-        if isinstance(node, dict):
-            if "$ref" in node:
-                return resolve(defs[node["$ref"].rsplit("/", 1)[-1]])
-            return {k: resolve(v) for k, v in node.items()}
-        if isinstance(node, list):
-            return [resolve(v) for v in node]
-        return node
-
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": resolve(schema)}}}}
-
-
 async def parse(request: Request, model: type[M]) -> M:
     """The JSON body as `model`; any problem is one 400 naming the field."""
     if int(request.headers.get("content-length") or 0) > MAX_BODY:

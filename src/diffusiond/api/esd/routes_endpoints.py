@@ -10,8 +10,9 @@ from starlette.concurrency import run_in_threadpool
 
 from diffusiond.api.deps import PrincipalDep, ServicesDep
 from diffusiond.api.esd import schemas as w
-from diffusiond.api.esd.render import EsdRoute, inference_errors, json_body, parse
+from diffusiond.api.esd.render import EsdRoute, inference_errors, parse
 from diffusiond.api.esd.translate import deployment_item
+from diffusiond.api.openapi import json_request_body
 from diffusiond.auth.keys import Principal
 from diffusiond.domain.errors import NotFound
 from diffusiond.services import Services
@@ -26,7 +27,8 @@ DEPLOYED = {"description": "0, as the original answers; the endpoint's id and na
             "headers": DEPLOYED_HEADERS}
 
 
-@router.post("/inference/deploy-sagemaker-endpoint", response_model=int, openapi_extra=json_body(w.DeployRequest),
+@router.post("/inference/deploy-sagemaker-endpoint", response_model=int,
+             openapi_extra=json_request_body(w.DeployRequest),
              responses={200: DEPLOYED, **inference_errors(400, 401, 409)})
 async def deploy_endpoint(request: Request, principal: PrincipalDep, services: ServicesDep) -> Response:
     """Start `initial_instance_count` workers on the instance type's device profile: the endpoint is
@@ -47,7 +49,8 @@ def delete_all(services: Services, principal: Principal, names: list[str]) -> No
             services.endpoints.delete(principal.tenant_id, name)
 
 
-@router.post("/inference/delete-sagemaker-endpoint", response_model=int, openapi_extra=json_body(w.DeleteRequest),
+@router.post("/inference/delete-sagemaker-endpoint", response_model=int,
+             openapi_extra=json_request_body(w.DeleteRequest),
              responses=inference_errors(400, 401, 404))
 async def delete_endpoint(request: Request, principal: PrincipalDep, services: ServicesDep) -> Response:
     """Queued jobs fail at once with the reason; running ones finish; then the workers stop."""

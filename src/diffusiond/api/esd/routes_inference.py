@@ -11,7 +11,8 @@ from starlette.concurrency import run_in_threadpool
 from diffusiond.api.deps import PrincipalDep, ServicesDep
 from diffusiond.api.esd import inference
 from diffusiond.api.esd import schemas as w
-from diffusiond.api.esd.render import CORS, EsdRoute, catalog, inference_errors, json_body, parse
+from diffusiond.api.esd.render import CORS, EsdRoute, catalog, inference_errors, parse
+from diffusiond.api.openapi import json_request_body
 from diffusiond.domain.errors import InvalidParams
 from diffusiond.domain.models import ModelKind
 from diffusiond.services import Services
@@ -45,9 +46,11 @@ RUN_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 @router.post("/inference/run-sagemaker-inference", response_model=w.InferenceStarted,
-             response_model_exclude_none=True, openapi_extra=json_body(w.InferenceRequest), responses=RUN_RESPONSES)
+             response_model_exclude_none=True, openapi_extra=json_request_body(w.InferenceRequest),
+             responses=RUN_RESPONSES)
 @router.post("/api/inference/run-sagemaker-inference", response_model=w.InferenceStarted,
-             response_model_exclude_none=True, openapi_extra=json_body(w.InferenceRequest), responses=RUN_RESPONSES)
+             response_model_exclude_none=True, openapi_extra=json_request_body(w.InferenceRequest),
+             responses=RUN_RESPONSES)
 async def run_sagemaker_inference(request: Request, principal: PrincipalDep,
                                   services: ServicesDep) -> w.InferenceStarted:
     """A txt2img or img2img job on the named endpoint: A1111's fields in the body, or (the client's
@@ -112,7 +115,7 @@ model_list(ModelKind.CONTROLNET, "get-controlnet-model-list", "ControlNet models
 
 
 @router.post("/inference/run-model-merge", response_model=w.InferenceStarted, response_model_exclude_none=True,
-             openapi_extra=json_body(w.MergeRequest), responses=inference_errors(400, 401, 402, 429))
+             openapi_extra=json_request_body(w.MergeRequest), responses=inference_errors(400, 401, 402, 429))
 async def run_model_merge(request: Request, principal: PrincipalDep, services: ServicesDep) -> w.InferenceStarted:
     """A merge job: `(1 - m) * primary + m * secondary`, or `primary + m * (secondary - tertiary)`; its
     result is registered as a checkpoint named `model_name` in the answer (see list-inference-jobs)."""

@@ -11,7 +11,8 @@ from diffusiond.api.deps import PrincipalDep, ServicesDep
 from diffusiond.api.esd import schemas as w
 from diffusiond.api.esd import translate as t
 from diffusiond.api.esd.catalog import Catalog, Checkpoint, EsdModel
-from diffusiond.api.esd.render import EsdRoute, catalog, json_body, lambda_errors, parse
+from diffusiond.api.esd.render import EsdRoute, catalog, lambda_errors, parse
+from diffusiond.api.openapi import json_request_body
 from diffusiond.domain.models import ModelRecord
 
 router = APIRouter(tags=["aws extension: models"], route_class=EsdRoute, responses=lambda_errors())
@@ -34,7 +35,7 @@ def wanted(values: list[str] | None) -> set[str]:
     return {v.strip() for value in values or [] for v in value.split(",") if v.strip()}
 
 
-@router.post("/checkpoint", response_model=w.CheckpointCreated, openapi_extra=json_body(w.CheckpointCreate),
+@router.post("/checkpoint", response_model=w.CheckpointCreated, openapi_extra=json_request_body(w.CheckpointCreate),
              responses=lambda_errors(400, 401))
 async def create_checkpoint(request: Request, principal: PrincipalDep, services: ServicesDep) -> w.CheckpointCreated:
     """An `Initial` checkpoint and one signed part-upload URL per part of each file (PUT each part and
@@ -46,7 +47,7 @@ async def create_checkpoint(request: Request, principal: PrincipalDep, services:
     return w.CheckpointCreated(checkpoint=checkpoint_public(c, checkpoint), s3PresignUrl=urls)
 
 
-@router.put("/checkpoint", response_model=w.CheckpointUpdated, openapi_extra=json_body(w.CheckpointUpdate),
+@router.put("/checkpoint", response_model=w.CheckpointUpdated, openapi_extra=json_request_body(w.CheckpointUpdate),
             responses=lambda_errors(400, 401, 404, 413))
 async def update_checkpoint(request: Request, principal: PrincipalDep, services: ServicesDep) -> w.CheckpointUpdated:
     """`Active`: the parts are joined (ETags checked), the file checked and its models registered."""
@@ -90,7 +91,7 @@ def model_job(c: Catalog, model: EsdModel) -> w.ModelJob:
                       params=model.params, **extra)
 
 
-@router.post("/model", response_model=w.ModelCreated, openapi_extra=json_body(w.ModelCreate),
+@router.post("/model", response_model=w.ModelCreated, openapi_extra=json_request_body(w.ModelCreate),
              responses=lambda_errors(400, 401, 404))
 async def create_model(request: Request, principal: PrincipalDep, services: ServicesDep) -> w.ModelCreated:
     """A training base from an `Active` checkpoint (`checkpoint_id`), or from a file uploaded in parts."""
@@ -102,7 +103,7 @@ async def create_model(request: Request, principal: PrincipalDep, services: Serv
     return w.ModelCreated(job=model_job(c, model), s3PresignUrl=urls)
 
 
-@router.put("/model", response_model=w.ModelUpdated, openapi_extra=json_body(w.ModelUpdate),
+@router.put("/model", response_model=w.ModelUpdated, openapi_extra=json_request_body(w.ModelUpdate),
             responses=lambda_errors(400, 401, 404, 413))
 async def update_model(request: Request, principal: PrincipalDep, services: ServicesDep) -> w.ModelUpdated:
     """`Creating`: complete its upload if it had one, check the checkpoint: `Complete` (or `Fail`)."""

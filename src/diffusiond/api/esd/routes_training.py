@@ -10,8 +10,9 @@ from starlette.concurrency import run_in_threadpool
 from diffusiond.api.deps import PrincipalDep, ServicesDep
 from diffusiond.api.esd import schemas as w
 from diffusiond.api.esd import translate as t
-from diffusiond.api.esd.render import EsdRoute, json_body, lambda_errors, parse, trainings
+from diffusiond.api.esd.render import EsdRoute, lambda_errors, parse, trainings
 from diffusiond.api.esd.training import Training, Trainings
+from diffusiond.api.openapi import json_request_body
 from diffusiond.domain.datasets import Dataset
 
 router = APIRouter(tags=["aws extension: training"], route_class=EsdRoute, responses=lambda_errors())
@@ -32,7 +33,7 @@ def train_job(tr: Trainings, training: Training) -> w.TrainJob:
                       input_location=tr.input_location(training), created=t.epoch(training.created_at), **extra)
 
 
-@router.post("/train", response_model=w.TrainCreated, openapi_extra=json_body(w.TrainCreate),
+@router.post("/train", response_model=w.TrainCreated, openapi_extra=json_request_body(w.TrainCreate),
              responses=lambda_errors(400, 401, 404))
 async def create_train_job(request: Request, principal: PrincipalDep, services: ServicesDep) -> w.TrainCreated:
     """An `Initial` training on a `Complete` model, with one signed upload URL per named file."""
@@ -44,7 +45,7 @@ async def create_train_job(request: Request, principal: PrincipalDep, services: 
 
 
 @router.put("/train", response_model=w.TrainUpdated, response_model_exclude_none=True,
-            openapi_extra=json_body(w.TrainUpdate), responses=lambda_errors(400, 401, 402, 404, 429))
+            openapi_extra=json_request_body(w.TrainUpdate), responses=lambda_errors(400, 401, 402, 404, 429))
 async def update_train_job(request: Request, principal: PrincipalDep, services: ServicesDep) -> w.TrainUpdated:
     """`Training` gathers the pictures and settings and starts the job; `Fail` stops it."""
     body = await parse(request, w.TrainUpdate)
@@ -76,7 +77,7 @@ def list_train_jobs(principal: PrincipalDep, services: ServicesDep, types: Liste
     return w.TrainList(trainJobs=jobs)
 
 
-@router.post("/dataset", response_model=w.DatasetCreated, openapi_extra=json_body(w.DatasetCreate),
+@router.post("/dataset", response_model=w.DatasetCreated, openapi_extra=json_request_body(w.DatasetCreate),
              responses=lambda_errors(400, 401, 409))
 async def create_dataset(request: Request, principal: PrincipalDep, services: ServicesDep) -> w.DatasetCreated:
     """An `Initialed` dataset and one signed upload URL per file."""
@@ -87,7 +88,7 @@ async def create_dataset(request: Request, principal: PrincipalDep, services: Se
     return w.DatasetCreated(datasetName=dataset.name, s3PresignUrl=urls)
 
 
-@router.put("/dataset", response_model=w.DatasetUpdated, openapi_extra=json_body(w.DatasetUpdate),
+@router.put("/dataset", response_model=w.DatasetUpdated, openapi_extra=json_request_body(w.DatasetUpdate),
             responses=lambda_errors(400, 401, 404, 413))
 async def update_dataset(request: Request, principal: PrincipalDep, services: ServicesDep) -> w.DatasetUpdated:
     """`Enabled`: every uploaded picture is checked (all before any is kept) and added."""

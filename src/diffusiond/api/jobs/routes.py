@@ -19,7 +19,15 @@ from diffusiond.api.jobs import schemas as w
 from diffusiond.api.jobs.render import CORE_STATUS, job_public, render_error, spec_shape
 from diffusiond.api.jobs.resources import ResourceStore, resource_public
 from diffusiond.api.jobs.translate import Lookups, request_hash, translate
-from diffusiond.api.openapi import IMAGE_TYPES, error_responses, links, multipart_body, optional, raw_body
+from diffusiond.api.openapi import (
+    IMAGE_TYPES,
+    error_responses,
+    json_request_body,
+    links,
+    multipart_body,
+    optional,
+    raw_body,
+)
 from diffusiond.auth.keys import Principal
 from diffusiond.domain.errors import InvalidParams, NotFound, PayloadTooLarge
 from diffusiond.domain.jobs import Job
@@ -126,7 +134,7 @@ def envelope(services: Services, job: Job) -> w.JobEnvelope:
 
 
 @router.post("/jobs", response_model=w.JobEnvelope, response_model_exclude_none=True, operation_id="createJob",
-             openapi_extra=w.inline_schema(w.JobCreate),
+             openapi_extra=json_request_body(w.JobCreate),
              responses={200: {"links": links("job_id", "job/id", "getJob", "cancelJob", "deleteJob", "jobEvents")},
                         **error_responses(w.ErrorBody, 402, 409)})
 async def create_job(request: Request, principal: PrincipalDep, services: ServicesDep) -> Response:
@@ -143,7 +151,7 @@ def submit_job(services: Services, principal: Principal, body: w.JobCreate) -> w
     return envelope(services, job)
 
 
-@router.post("/jobs/credits", response_model=w.CreditsPublic, openapi_extra=w.inline_schema(w.CreditsRequest))
+@router.post("/jobs/credits", response_model=w.CreditsPublic, openapi_extra=json_request_body(w.CreditsRequest))
 async def price_job(request: Request, principal: PrincipalDep, services: ServicesDep) -> w.CreditsPublic:
     """What the stages would cost, without running them."""
     body = await parse(request, w.CreditsRequest)
@@ -232,7 +240,7 @@ async def _sse_events(services: Services, tenant_id: str, job_id: str,
 
 
 @router.post("/resource/image", response_model=w.ResourcePublic, response_model_exclude_none=True,
-             operation_id="createResource", openapi_extra=optional(w.inline_schema(w.ResourceCreate)),
+             operation_id="createResource", openapi_extra=optional(json_request_body(w.ResourceCreate)),
              responses={200: {"links": links("resource_id", "resourceId", "getResource")}})
 async def create_resource(request: Request, principal: PrincipalDep, services: ServicesDep) -> w.ResourcePublic:
     """Step one of an upload: a resource id and a signed URL to PUT the image bytes to."""

@@ -330,19 +330,3 @@ class ErrorBody(BaseModel):
     details: list[ErrorDetail]
 
 
-def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
-    """`model`'s JSON schema with every `$ref` inlined, for a route's `openapi_extra` (the routes
-    parse bodies themselves, so FastAPI would not document them)."""
-    schema = model.model_json_schema(by_alias=True)
-    defs = schema.pop("$defs", {})
-
-    def resolve(node: Any) -> Any:
-        if isinstance(node, dict):
-            if "$ref" in node:
-                return resolve(defs[node["$ref"].rsplit("/", 1)[-1]])
-            return {k: resolve(v) for k, v in node.items()}
-        if isinstance(node, list):
-            return [resolve(v) for v in node]
-        return node
-
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": resolve(schema)}}}}
