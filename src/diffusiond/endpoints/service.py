@@ -11,11 +11,12 @@ from __future__ import annotations
 import builtins
 import uuid
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
+from diffusiond.domain.clock import now_utc
 from diffusiond.domain.endpoints import (
     DeviceProfile,
     Endpoint,
@@ -32,9 +33,6 @@ LIVE = (EndpointStatus.CREATING.value, EndpointStatus.IN_SERVICE.value)
 HELD = (*LIVE, EndpointStatus.DELETING.value)  # statuses an executor has work for
 GONE_CODE = "endpoint_deleted"
 
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)
 
 
 class EndpointService:

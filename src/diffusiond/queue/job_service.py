@@ -15,7 +15,7 @@ import json
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Table, bindparam, case, func, insert, select, update
@@ -25,6 +25,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from diffusiond.domain.batching import batch_key
+from diffusiond.domain.clock import now_utc
 from diffusiond.domain.errors import Conflict, InsufficientCredits, InvalidParams, NotFound, RateLimited
 from diffusiond.domain.jobs import (
     Artifact,
@@ -52,9 +53,6 @@ from diffusiond.webhooks.ssrf import UrlPolicy
 SuccessEffect = Callable[[Session, Job], None]
 QUEUE_FULL_RETRY_SECONDS = 5.0  # a full queue's Retry-After: a guess at when a queued job has started
 
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from diffusiond.api.esd import translate as t
 from diffusiond.blobs.base import BlobStore
 from diffusiond.blobs.direct import DirectUploads
 from diffusiond.config import Settings
+from diffusiond.domain.clock import now_utc
 from diffusiond.domain.errors import Conflict, DomainError, InvalidParams, NotFound
 from diffusiond.domain.models import ModelKind, ModelRecord
 from diffusiond.models.intake import IntakeLimits, ModelFile, inspect_upload
@@ -63,9 +64,6 @@ class EsdModel:
     error: str | None
     created_at: datetime
 
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)
 
 
 class Catalog:

@@ -17,7 +17,7 @@ import math
 import shutil
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from diffusiond.blobs.direct import DirectUploads
 from diffusiond.blobs.images import UploadRules
 from diffusiond.config import Settings
 from diffusiond.datasets.service import DatasetService
+from diffusiond.domain.clock import now_utc
 from diffusiond.domain.datasets import Dataset, DatasetItem
 from diffusiond.domain.errors import InvalidParams, NotFound
 from diffusiond.domain.jobs import Job, JobKind, JobStatus
@@ -69,9 +70,6 @@ class Training:
     error: str | None
     created_at: datetime
 
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)
 
 
 class Trainings:
