@@ -14,6 +14,7 @@ from fastapi import APIRouter, Path, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from diffusiond.api.bodies import read_capped
 from diffusiond.api.custom import schemas as w
 from diffusiond.api.custom import translate as t
 from diffusiond.api.custom.service import CustomModelService
@@ -21,7 +22,7 @@ from diffusiond.api.deps import PrincipalDep, ServicesDep
 from diffusiond.api.edge import Dialect, Upload
 from diffusiond.api.errors import dialect_route
 from diffusiond.api.openapi import RATE_LIMIT_HEADERS, json_request_body
-from diffusiond.domain.errors import DomainError, InvalidParams, PayloadTooLarge
+from diffusiond.domain.errors import DomainError, InvalidParams
 from diffusiond.services import Services
 
 MAX_JSON_BYTES = 1024 * 1024
@@ -84,21 +85,6 @@ NO_CONTENT: dict[int | str, dict[str, Any]] = {204: {"description": "Done; no bo
 
 def service(services: Services) -> CustomModelService:
     return CustomModelService(services)
-
-
-async def read_capped(request: Request, limit: int, what: str) -> bytes:
-    """The request body, refused once it passes `limit` bytes (before reading it all)."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"{what}: the request is larger than {limit:,} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"{what}: the request is larger than {limit:,} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 async def json_body(request: Request, model: type[t.M]) -> t.M:

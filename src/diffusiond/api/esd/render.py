@@ -17,6 +17,7 @@ import pydantic
 from fastapi import Request, Response
 from fastapi.responses import JSONResponse
 
+from diffusiond.api.bodies import read_capped
 from diffusiond.api.edge import Dialect
 from diffusiond.api.errors import dialect_route
 from diffusiond.api.esd.catalog import Catalog
@@ -24,7 +25,7 @@ from diffusiond.api.esd.schemas import InferenceError, LambdaError
 from diffusiond.api.esd.training import Trainings
 from diffusiond.api.openapi import error_responses
 from diffusiond.config import Settings
-from diffusiond.domain.errors import DomainError, InvalidParams, PayloadTooLarge
+from diffusiond.domain.errors import DomainError, InvalidParams
 from diffusiond.services import Services
 
 M = TypeVar("M", bound=pydantic.BaseModel)
@@ -84,17 +85,9 @@ def dialect(settings: Settings) -> Dialect:
 
 async def parse(request: Request, model: type[M]) -> M:
     """The JSON body as `model`; any problem is one 400 naming the field."""
-    if int(request.headers.get("content-length") or 0) > MAX_BODY:
-        raise PayloadTooLarge(f"the request is larger than {MAX_BODY:,} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise PayloadTooLarge(f"the request is larger than {MAX_BODY:,} bytes")
-        chunks.append(chunk)
+    body = await read_capped(request, MAX_BODY, "body")
     try:
-        raw = json.loads(b"".join(chunks) or b"null")
+        raw = json.loads(body or b"null")
     except (ValueError, UnicodeDecodeError):
         raise InvalidParams("body: not valid JSON") from None
     if not isinstance(raw, dict):

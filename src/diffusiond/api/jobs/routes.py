@@ -12,6 +12,7 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
+from diffusiond.api.bodies import read_capped
 from diffusiond.api.deps import PrincipalDep, ServicesDep
 from diffusiond.api.edge import Dialect, Upload
 from diffusiond.api.errors import dialect_route
@@ -287,17 +288,3 @@ async def upload_resource(request: Request, principal: PrincipalDep, services: S
             operation_id="getResource", responses=NOT_FOUND)
 def get_resource(resource_id: str, principal: PrincipalDep, services: ServicesDep) -> w.ResourcePublic:
     return resource_public(resources(services).get(principal.tenant_id, resource_id))
-
-
-async def read_capped(request: Request, limit: int, what: str = "image") -> bytes:
-    """The request body, refused once it passes `limit` bytes (before reading it all)."""
-    if int(request.headers.get("content-length") or 0) > limit:
-        raise PayloadTooLarge(f"{what}: the request is larger than {limit:,} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"{what}: the request is larger than {limit:,} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
