@@ -82,26 +82,29 @@ def a1111_txt2img(client: httpx.Client, g: Generation) -> int:
 
 
 class OutWatcher:
-    """One thread that looks for the `.out` file of every waited-for folder each `POLL_SECONDS`."""
+    """One thread that looks for the `.out` file of every waited-for folder each `POLL_SECONDS`, and
+    sleeps while nothing is waited for (the Stability and A1111 rounds see no wake-ups)."""
 
     def __init__(self) -> None:
         self._waiting: dict[Path, threading.Event] = {}
-        self._lock = threading.Lock()
+        self._changed = threading.Condition()
         threading.Thread(target=self._watch, daemon=True, name="eks-out-watcher").start()
 
     def wait(self, folder: Path, timeout: float) -> bool:
         event = threading.Event()
-        with self._lock:
+        with self._changed:
             self._waiting[folder] = event
+            self._changed.notify()
         try:
             return event.wait(timeout)
         finally:
-            with self._lock:
+            with self._changed:
                 self._waiting.pop(folder, None)
 
     def _watch(self) -> None:
         while True:
-            with self._lock:
+            with self._changed:
+                self._changed.wait_for(lambda: bool(self._waiting))
                 waiting = list(self._waiting.items())
             for folder, event in waiting:
                 if folder.is_dir() and any(p.suffix == ".out" for p in folder.iterdir()):

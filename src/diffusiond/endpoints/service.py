@@ -34,7 +34,6 @@ HELD = (*LIVE, EndpointStatus.DELETING.value)  # statuses an executor has work f
 GONE_CODE = "endpoint_deleted"
 
 
-
 class EndpointService:
     def __init__(self, db: Database, jobs: JobService, instance_types: Mapping[str, DeviceProfile]) -> None:
         self.db = db

@@ -54,7 +54,6 @@ SuccessEffect = Callable[[Session, Job], None]
 QUEUE_FULL_RETRY_SECONDS = 5.0  # a full queue's Retry-After: a guess at when a queued job has started
 
 
-
 @dataclass(frozen=True)
 class NewArtifact:
     """An output a worker has stored and asks to attach to its job."""

@@ -192,5 +192,3 @@ class CustomError(BaseModel):
     """Every error: a stable machine-readable code and a sentence for people."""
 
     error: ErrorInfo
-
-

@@ -65,7 +65,6 @@ class EsdModel:
     created_at: datetime
 
 
-
 class Catalog:
     """Checkpoints, models and name lookups of the AWS-extension dialect, per tenant."""
 

@@ -71,7 +71,6 @@ class Training:
     created_at: datetime
 
 
-
 class Trainings:
     def __init__(self, db: Database, blobs: BlobStore, uploads: DirectUploads, datasets: DatasetService,
                  images: UploadRules, catalog: Catalog, jobs: JobService, settings: Settings) -> None:

@@ -328,5 +328,3 @@ class ErrorBody(BaseModel):
     code: int
     message: str
     details: list[ErrorDetail]
-
-
