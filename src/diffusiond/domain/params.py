@@ -59,6 +59,20 @@ class InpaintFill(str, Enum):
     LATENT_NOTHING = "latent_nothing"
 
 
+class LoraMix(str, Enum):
+    """How a job's LoRAs combine when it names more than one.
+
+    MERGED: their weight changes add up on one model and the whole prompt conditions one pass
+    (A1111, ComfyUI and diffusers' `set_adapters`). COMPOSED: each LoRA denoises on its own, on the
+    prompt without the other LoRAs' trigger words, and each one's difference to the base model is
+    added to the base model's prediction (`engine/lora_mix.py`): LoRAs trained apart, each on its
+    trigger word alone, keep what they learnt when mixed. It costs one UNet pass per LoRA, plus one.
+    """
+
+    MERGED = "merged"
+    COMPOSED = "composed"
+
+
 @dataclass(frozen=True)
 class WeightedPrompt:
     text: str
@@ -117,6 +131,7 @@ class Diffusion:
     clip_skip: int = 1
     eta_noise_seed_delta: int = 0
     loras: tuple[LoraRef, ...] = ()
+    lora_mix: LoraMix = LoraMix.MERGED
     embeddings: tuple[EmbeddingRef, ...] = ()
     hypernetworks: tuple[HypernetworkRef, ...] = ()
     vae: str | None = None

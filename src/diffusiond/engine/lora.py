@@ -14,6 +14,7 @@ import re
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,15 @@ from diffusiond.engine.context import ModelResolver
 
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 DEFAULT_CAPACITY = 4
+
+
+@dataclass(frozen=True)
+class ActiveLora:
+    """An adapter a job switched on: its loaded name, its weight, and its model's trigger words."""
+
+    name: str
+    weight: float
+    trigger_words: tuple[str, ...] = ()
 
 
 def lora_source(path: Path) -> tuple[str, dict[str, Any]]:
@@ -60,7 +70,7 @@ def applied_loras(
     resolver: ModelResolver,
     warm: OrderedDict[str, None],
     capacity: int = DEFAULT_CAPACITY,
-) -> Iterator[list[str]]:
+) -> Iterator[list[ActiveLora]]:
     """Activate `loras` on `pipe` for the block; `warm` tracks this model's loaded adapters (LRU)."""
     if not loras:
         if warm:  # already disabled when the last job ended; cheap to make sure
@@ -68,6 +78,7 @@ def applied_loras(
         yield []
         return
     weights: dict[str, float] = {}  # adapter name -> weight; the same LoRA twice adds up
+    triggers: dict[str, tuple[str, ...]] = {}
     try:
         for ref in loras:
             record = resolver.resolve(ref.model_id, ModelKind.LORA)
@@ -78,6 +89,7 @@ def applied_loras(
                 warm[name] = None
             warm.move_to_end(name)
             weights[name] = weights.get(name, 0.0) + ref.weight
+            triggers[name] = record.trigger_words
     except Exception:
         if warm:  # a freshly loaded adapter is active: switch it off before failing the job
             pipe.disable_lora()
@@ -86,7 +98,7 @@ def applied_loras(
     try:
         pipe.enable_lora()
         pipe.set_adapters(list(weights), adapter_weights=list(weights.values()))
-        yield list(weights)
+        yield [ActiveLora(name, weight, triggers[name]) for name, weight in weights.items()]
     finally:
         pipe.disable_lora()
 

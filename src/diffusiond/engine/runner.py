@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     import torch
     from PIL import Image
 
+    from diffusiond.engine.lora import ActiveLora
     from diffusiond.engine.model_cache import CachedModel, ModelCache, Task
     from diffusiond.engine.progress import StepCallback
     from diffusiond.engine.prompts import Conditioning
@@ -275,6 +276,7 @@ class Engine:
         self, diffusion: Diffusion, task: Task, seeds: list[int], callback: StepCallback, body: TaskBody
     ) -> list[Image.Image]:
         """Run `body(pipe, conditioning)` on the model's task pipeline with the job's adapters applied."""
+        from diffusiond.engine.lora_mix import branches, composed, composes
         from diffusiond.engine.model_cache import Task
         from diffusiond.engine.prompts import encode_prompts
 
@@ -284,10 +286,16 @@ class Engine:
                 task, body = Task.INPAINT, self._blank_canvas_inpaint(diffusion, seeds, callback)
             # Built before the job's state is applied, so a VAE swap reaches this pipeline too
             pipe = cached.pipeline(task)
-            with self._job_state(cached, diffusion):
+            with self._job_state(cached, diffusion) as loras:
                 pipe.scheduler = self._scheduler(cached, diffusion)
-                cond = encode_prompts(cached.base, diffusion, cached.device, is_sdxl=cached.loaded.is_sdxl)
-                return body(pipe, cond)
+
+                def encode(d: Diffusion) -> Conditioning:
+                    return encode_prompts(cached.base, d, cached.device, is_sdxl=cached.loaded.is_sdxl)
+
+                if composes(diffusion, loras):
+                    with composed(cached.base, pipe, branches(diffusion, loras), encode) as cond:
+                        return body(pipe, cond)
+                return body(pipe, encode(diffusion))
 
     def _blank_canvas_inpaint(self, diffusion: Diffusion, seeds: list[int], callback: StepCallback) -> TaskBody:
         """A 9-channel inpainting UNet cannot run plain txt2img: inpaint a blank canvas instead."""
@@ -313,8 +321,9 @@ class Engine:
         return build_scheduler(cached.scheduler_config, sampler, diffusion.schedule)
 
     @contextmanager
-    def _job_state(self, cached: CachedModel, diffusion: Diffusion) -> Iterator[None]:
-        """LoRAs, embeddings, hypernetworks and the VAE override on the shared modules, for this job only."""
+    def _job_state(self, cached: CachedModel, diffusion: Diffusion) -> Iterator[list[ActiveLora]]:
+        """LoRAs, embeddings, hypernetworks and the VAE override on the shared modules, for this job only;
+        yields the LoRAs switched on."""
         from diffusiond.engine.embeddings import applied_embeddings
         from diffusiond.engine.hypernetwork import applied_hypernetworks
         from diffusiond.engine.lora import applied_loras
@@ -323,13 +332,13 @@ class Engine:
 
         vae = cached.vae(diffusion.vae, self._resolver) if diffusion.vae is not None else None
         with ExitStack() as stack:
-            stack.enter_context(applied_loras(cached.base, diffusion.loras, self._resolver, cached.loras))
+            loras = stack.enter_context(applied_loras(cached.base, diffusion.loras, self._resolver, cached.loras))
             stack.enter_context(applied_embeddings(cached.base, diffusion.embeddings, self._resolver))
             stack.enter_context(applied_hypernetworks(cached.base.unet, diffusion.hypernetworks, self._resolver))
             stack.enter_context(swapped_vae(cached.pipelines(), vae))
             modules = [cached.base.unet, *(pipe.vae for pipe in cached.pipelines())]
             stack.enter_context(circular_padding(modules, diffusion.tiling))
-            yield
+            yield loras
 
 
 class GenerateHandler:

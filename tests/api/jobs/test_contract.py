@@ -348,7 +348,7 @@ def test_uploads_are_reencoded(queue_server: LiveServer, queue_key: KeyFactory) 
 def test_lora_and_embedding_items_become_refs(queue_server: LiveServer, queue_key: KeyFactory,
                                               tmp_path_factory: pytest.TempPathFactory) -> None:
     from diffusiond.domain.models import ModelKind
-    from diffusiond.domain.params import EmbeddingRef, LoraRef, Txt2Img
+    from diffusiond.domain.params import EmbeddingRef, LoraMix, LoraRef, Txt2Img
     from diffusiond.domain.spec_codec import spec_from_json
     from diffusiond.store.tables import JobRow
     from diffusiond.testing.tiny_models import save_tiny_embedding, save_tiny_lora
@@ -376,6 +376,16 @@ def test_lora_and_embedding_items_become_refs(queue_server: LiveServer, queue_ke
         assert stage.diffusion.embeddings == (EmbeddingRef("emb-x", token="emb-x"),)
         assert (stage.diffusion.sampler.value, stage.diffusion.schedule.value) == ("K_DPMPP_2M", "karras")  # type: ignore[union-attr]
         assert stage.diffusion.clip_skip == 2 and spec.seed == 7
+        assert stage.diffusion.lora_mix is LoraMix.MERGED  # A1111's way unless asked
+        stages[1]["diffusion"]["lora"]["mix"] = "composed"  # type: ignore[index]
+        job = submit(c, "lora-composed", stages).json()["job"]
+        with services.db.session() as s:
+            row = s.get(JobRow, job["id"])
+            assert row is not None
+            composed = spec_from_json(row.spec).stages[0]
+        assert isinstance(composed, Txt2Img) and composed.diffusion.lora_mix is LoraMix.COMPOSED
+        stages[1]["diffusion"]["lora"]["mix"] = "blend"  # type: ignore[index]
+        assert_error(submit(c, "lora-blend", stages), 400, "invalid_params", "mix")
     finally:
         services.db.dispose()
 

@@ -27,6 +27,7 @@ from diffusiond.domain.params import (
     Diffusion,
     GenerateSpec,
     ImageFormat,
+    LoraMix,
     LoraRef,
     Txt2Img,
     WeightedPrompt,
@@ -106,12 +107,14 @@ def check_image_size(width: int, height: int, family: str) -> None:
 
 
 def prediction_spec(body: w.PredictionCreate, base_model: str, family: str, loras: tuple[LoraRef, ...]) -> GenerateSpec:
-    """One txt2img pass on the base model with the trained LoRAs side by side at their scales."""
+    """One txt2img pass on the base model with the trained LoRAs at their scales, composed: each runs on
+    the prompt without the other models' trigger words (`engine/lora_mix.py`)."""
     native = limits_for(family).native
     width, height = (body.image_size.width, body.image_size.height) if body.image_size else (native, native)
     check_image_size(width, height, family)
     diffusion = Diffusion(model=base_model, prompts=(WeightedPrompt(body.prompt),), width=width, height=height,
-                          steps=body.num_inference_steps, cfg_scale=body.guidance_scale, loras=loras)
+                          steps=body.num_inference_steps, cfg_scale=body.guidance_scale, loras=loras,
+                          lora_mix=LoraMix.COMPOSED)
     return GenerateSpec(stages=(Txt2Img(diffusion),), count=body.num_images, seed=body.seed,
                         output_format=ImageFormat(body.output_format.value))
 

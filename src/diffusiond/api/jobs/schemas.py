@@ -74,8 +74,14 @@ class LoraItemIn(WireIn):
     lora_access_key: str | None = None
 
 
+class LoraMixIn(str, Enum):
+    MERGED = "merged"  # the adapters' weight changes add up, one pass on the whole prompt (A1111's way)
+    COMPOSED = "composed"  # each adapter on the prompt without the others' trigger words, effects added
+
+
 class LoraIn(WireIn):
     items: list[LoraItemIn] = Field(default_factory=list, max_length=limits.MAX_LORAS)
+    mix: LoraMixIn = LoraMixIn.MERGED
 
 
 class EmbeddingItemIn(WireIn):

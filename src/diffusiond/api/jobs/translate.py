@@ -25,6 +25,7 @@ from diffusiond.domain.params import (
     ImageRef,
     Img2Img,
     Inpaint,
+    LoraMix,
     LoraRef,
     Sampler,
     Schedule,
@@ -243,6 +244,7 @@ def diffusion_of(d: w.DiffusionIn, lookups: Lookups, where: str, *, base: Diffus
         schedule=schedule or (base.schedule if base and not d.sampler else Schedule.DEFAULT),
         clip_skip=clip_skip, eta_noise_seed_delta=d.eta_noise_seed_delta or 0,
         loras=loras(d.lora, lookups, where) if d.lora is not None else (base.loras if base else ()),
+        lora_mix=LoraMix(d.lora.mix.value) if d.lora is not None else (base.lora_mix if base else LoraMix.MERGED),
         embeddings=embeddings(d.embedding, lookups, where) if d.embedding is not None
         else (base.embeddings if base else ()),
         vae=vae or (base.vae if base and not d.sd_vae else None),
@@ -370,6 +372,7 @@ def adetailer_region(a: w.AdetailerArgIn, base: Diffusion, lookups: Lookups, whe
         negative_prompts=prompts(a.ad_negative_prompt, f"{where}.adNegativePrompt", required=False)
         or base.negative_prompts,
         loras=loras(a.lora, lookups, where) if a.lora is not None else base.loras,
+        lora_mix=LoraMix(a.lora.mix.value) if a.lora is not None else base.lora_mix,
     )
     check_size(d.width, d.height, resolve(lookups, model, ModelKind.CHECKPOINT, f"{where}.adCheckpoint").family)
     merge = a1111.MASK_MERGE.get((a.ad_mask_merge_invert or "None").strip().lower())
