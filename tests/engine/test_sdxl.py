@@ -8,8 +8,18 @@ import pytest
 from PIL import Image, ImageDraw
 
 from diffusiond.domain.models import ModelFormat, ModelKind, ModelRecord
-from diffusiond.domain.params import EmbeddingRef, GenerateSpec, Img2Img, Inpaint, Txt2Img, WeightedPrompt
+from diffusiond.domain.params import (
+    EmbeddingRef,
+    GenerateSpec,
+    Img2Img,
+    Inpaint,
+    LoraMix,
+    LoraRef,
+    Txt2Img,
+    WeightedPrompt,
+)
 from diffusiond.engine.runner import Engine
+from diffusiond.testing.tiny_models import save_tiny_lora
 from tests.engine.conftest import Context, Resolver, diffusion, max_abs_diff
 
 
@@ -77,3 +87,21 @@ def test_sdxl_single_file_round_trip(engine: Engine, ctx: Context, xl: str, reso
     # Same weights and configs; the single file's weights are converted views, so float sums may differ
     # in the last bit (1e-7 in the pooled text embedding): at most one 8-bit level per pixel.
     assert max_abs_diff(images[0], images[1]) <= 1
+
+
+def test_sdxl_loras_compose_with_their_own_pooled_prompts(engine: Engine, ctx: Context, xl: str,
+                                                          resolver: Resolver, tmp_path: Path) -> None:
+    """SDXL's UNet also takes the pooled prompt vector: each composed branch gets its own."""
+    for model_id, seed, word in (("xl-lora-a", 5, "FJA90AB"), ("xl-lora-b", 6, "KQZ27MD")):
+        path = save_tiny_lora(tmp_path / f"{model_id}.safetensors", seed=seed, sdxl=True)
+        resolver.add(ModelRecord(model_id, ModelKind.LORA, ModelFormat.SAFETENSORS, str(path), family="sdxl",
+                                 trigger_words=(word,)))
+
+    def run(weights: tuple[float, float], mix: LoraMix) -> bytes:
+        loras = (LoraRef("xl-lora-a", weights[0]), LoraRef("xl-lora-b", weights[1]))
+        d = diffusion(xl, prompt="a cat FJA90AB KQZ27MD", loras=loras, lora_mix=mix)
+        return engine.run(GenerateSpec(stages=(Txt2Img(d),), count=2, seed=3), ctx)[0].image.tobytes()
+
+    composed = run((1.0, 0.7), LoraMix.COMPOSED)
+    assert composed != run((1.0, 0.7), LoraMix.MERGED) and composed == run((1.0, 0.7), LoraMix.COMPOSED)
+    assert run((1.0, 0.0), LoraMix.COMPOSED) == run((1.0, 0.0), LoraMix.MERGED)

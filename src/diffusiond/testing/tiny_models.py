@@ -163,8 +163,9 @@ def save_tiny_sdxl(folder: Path) -> Path:
     return folder
 
 
-def tiny_lora_layers(*, rank: int = 4, seed: int = 1, scale: float = 0.5) -> dict[str, torch.Tensor]:
-    """diffusers/peft-format LoRA weights for the tiny SD UNet, large enough to matter.
+def tiny_lora_layers(*, rank: int = 4, seed: int = 1, scale: float = 0.5, sdxl: bool = False
+                     ) -> dict[str, torch.Tensor]:
+    """diffusers/peft-format LoRA weights for the tiny SD (or SDXL) UNet, large enough to matter.
 
     peft initialises lora_B to zero (a no-op adapter), so both matrices are filled with random values.
     """
@@ -172,7 +173,7 @@ def tiny_lora_layers(*, rank: int = 4, seed: int = 1, scale: float = 0.5) -> dic
     from peft import LoraConfig
     from peft.utils import get_peft_model_state_dict
 
-    unet = tiny_unet()
+    unet = tiny_unet(sdxl=sdxl)
     unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -183,7 +184,7 @@ def tiny_lora_layers(*, rank: int = 4, seed: int = 1, scale: float = 0.5) -> dic
     return layers
 
 
-def save_tiny_lora(path: Path, *, rank: int = 4, seed: int = 1, kohya: bool = False) -> Path:
+def save_tiny_lora(path: Path, *, rank: int = 4, seed: int = 1, kohya: bool = False, sdxl: bool = False) -> Path:
     """Save the tiny LoRA as a diffusers/peft file, or with `kohya=True` in kohya-ss naming.
 
     Both files hold the same weights (kohya alpha = rank, so its scale is 1): they must give the
@@ -191,12 +192,13 @@ def save_tiny_lora(path: Path, *, rank: int = 4, seed: int = 1, kohya: bool = Fa
     """
     from safetensors.torch import save_file
 
-    layers = tiny_lora_layers(rank=rank, seed=seed)
+    layers = tiny_lora_layers(rank=rank, seed=seed, sdxl=sdxl)
     path.parent.mkdir(parents=True, exist_ok=True)
     if kohya:
         save_file(_to_kohya(layers, rank), str(path))
     else:
-        _diffusers().StableDiffusionPipeline.save_lora_weights(
+        pipeline = _diffusers().StableDiffusionXLPipeline if sdxl else _diffusers().StableDiffusionPipeline
+        pipeline.save_lora_weights(
             str(path.parent), unet_lora_layers=layers, weight_name=path.name, safe_serialization=True
         )
     return path
