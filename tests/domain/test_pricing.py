@@ -5,7 +5,17 @@ from __future__ import annotations
 from dataclasses import replace
 
 from diffusiond.domain.merge import MergeSpec
-from diffusiond.domain.params import Diffusion, GenerateSpec, ImageRef, Img2Img, Txt2Img, Upscale, WeightedPrompt
+from diffusiond.domain.params import (
+    Diffusion,
+    GenerateSpec,
+    ImageRef,
+    Img2Img,
+    LoraMix,
+    LoraRef,
+    Txt2Img,
+    Upscale,
+    WeightedPrompt,
+)
 from diffusiond.domain.pricing import job_cost, price, upscale_size
 from diffusiond.domain.training import TrainingImage, TrainMethod, TrainSettings, TrainSpec
 
@@ -62,3 +72,15 @@ def test_prompts_beyond_four_cost_a_millicredit_each_per_image() -> None:
     assert priced(1, 0) == priced(3, 1) == 10  # the per-image floor; four prompts are free
     assert priced(32, 0) == 10 + 28
     assert priced(20, 12, count=3) == 3 * (10 + 28)
+
+
+def test_composed_loras_pay_for_every_unet_pass() -> None:
+    def priced(*loras: tuple[str, float], mix: LoraMix = LoraMix.COMPOSED) -> int:
+        refs = tuple(LoraRef(model_id, weight) for model_id, weight in loras)
+        return job_cost(GenerateSpec(stages=(Txt2Img(replace(d(), loras=refs, lora_mix=mix)),), count=2))
+
+    assert priced() == priced(("a", 1.0)) == priced(("a", 1.0), ("b", 0.0)) == 2 * 200  # one plain pass
+    assert priced(("a", 1.0), ("b", 0.5)) == 2 * 3 * 200  # base, a, b
+    assert priced(("a", 1.0), ("b", 0.5), ("c", 2.0)) == 2 * 4 * 200
+    assert priced(("a", 0.5), ("a", 0.5), ("b", 1.0), ("c", 1.0), ("c", -1.0)) == 2 * 3 * 200  # a once, c cancels
+    assert priced(("a", 1.0), ("b", 0.5), mix=LoraMix.MERGED) == 2 * 200

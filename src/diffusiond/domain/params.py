@@ -143,6 +143,18 @@ class Diffusion:
     tiling: bool = False  # seamless output: convolutions pad circularly, so the image tiles
 
 
+def unet_passes(d: Diffusion) -> int:
+    """UNet passes per step of `d` (before guidance doubles them): one, or with composed LoRAs one per
+    LoRA of non-zero weight plus one, when there are two or more (the same LoRA twice is one)."""
+    if d.lora_mix is not LoraMix.COMPOSED:
+        return 1
+    weights: dict[str, float] = {}
+    for ref in d.loras:
+        weights[ref.model_id] = weights.get(ref.model_id, 0.0) + ref.weight
+    composing = sum(weight != 0 for weight in weights.values())
+    return composing + 1 if composing >= 2 else 1
+
+
 @dataclass(frozen=True)
 class Txt2Img:
     diffusion: Diffusion

@@ -6,6 +6,8 @@ The rule (documented in the README, "Credits"):
 - an upscale costs 200 millicredits per output image of 2048x2048, scaled by output pixels, at
   least 10; its optional hires pass is priced as a diffusion pass at the output size;
 - an adetailer pass costs a diffusion pass at its padded crop size (512x512 assumed) per region kind;
+- a diffusion pass with composed LoRAs runs one UNet pass per LoRA plus one (`params.unet_passes`)
+  and costs that many diffusion passes;
 - every diffusion pass encodes its prompts: the first FREE_PROMPTS (positive and negative together)
   are in the price above, each further one adds PROMPT_SURCHARGE per image;
 - a training step costs 2 millicredits per image of the batch at 512x512, scaled by pixel count;
@@ -18,7 +20,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from diffusiond.domain.merge import MergeSpec
-from diffusiond.domain.params import Adetailer, Diffusion, GenerateSpec, Img2Img, Inpaint, Txt2Img, Upscale
+from diffusiond.domain.params import (
+    Adetailer,
+    Diffusion,
+    GenerateSpec,
+    Img2Img,
+    Inpaint,
+    Txt2Img,
+    Upscale,
+    unet_passes,
+)
 from diffusiond.domain.training import TrainMethod, TrainSpec
 
 if TYPE_CHECKING:
@@ -61,7 +72,8 @@ def diffusion_cost(d: Diffusion, width: int | None = None, height: int | None = 
                    strength: float = 1.0) -> int:
     pixels = (width or d.width) * (height or d.height)
     steps = max(1, round(d.steps * min(max(strength, 0.0), 1.0)))
-    return max(MIN_PER_IMAGE, round(200 * pixels / BASE_PIXELS * steps / BASE_STEPS)) + prompt_surcharge(d)
+    one_pass = max(MIN_PER_IMAGE, round(200 * pixels / BASE_PIXELS * steps / BASE_STEPS))
+    return one_pass * unet_passes(d) + prompt_surcharge(d)
 
 
 def prompt_surcharge(d: Diffusion) -> int:

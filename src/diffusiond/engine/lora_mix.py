@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from diffusiond.domain.params import Diffusion, LoraMix, WeightedPrompt
+from diffusiond.domain.params import Diffusion, WeightedPrompt, unet_passes
 from diffusiond.engine.lora import ActiveLora
 
 if TYPE_CHECKING:
@@ -61,9 +61,9 @@ def branches(diffusion: Diffusion, active: Sequence[ActiveLora]) -> list[Branch]
                     for lora in loras)]
 
 
-def composes(diffusion: Diffusion, active: Sequence[ActiveLora]) -> bool:
-    """Whether the job's LoRAs run as composed branches (two or more with a non-zero weight)."""
-    return diffusion.lora_mix is LoraMix.COMPOSED and sum(lora.weight != 0 for lora in active) >= 2
+def composes(diffusion: Diffusion) -> bool:
+    """Whether the job's LoRAs run as composed branches: the rule its price follows too."""
+    return unet_passes(diffusion) > 1
 
 
 @contextmanager

@@ -292,7 +292,7 @@ class Engine:
                 def encode(d: Diffusion) -> Conditioning:
                     return encode_prompts(cached.base, d, cached.device, is_sdxl=cached.loaded.is_sdxl)
 
-                if composes(diffusion, loras):
+                if composes(diffusion):
                     with composed(cached.base, pipe, branches(diffusion, loras), encode) as cond:
                         return body(pipe, cond)
                 return body(pipe, encode(diffusion))
